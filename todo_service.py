@@ -1,0 +1,1124 @@
+"""todo-backend: accounts and per-user tasks for a Next.js + Better Auth frontend.
+
+Read top to bottom, in the order a request meets it: settings, database and SQL,
+security (passwords, tokens, JWKS, rate limits), body schemas, errors, the steps handlers
+share, handlers, middleware, the OpenAPI document, routes, and the app.
+`uv run todo_service.py` serves it; every setting comes from the environment (or `.env`).
+"""
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import sqlite3
+import time
+import uuid
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from http import HTTPStatus
+from pathlib import Path
+from typing import Annotated, NamedTuple
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import asyncpg
+import bcrypt
+import databases
+import httpx
+import jwt
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from dotenv import load_dotenv
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+# ---------------------------------------------------------------------------------------
+# Settings: read once, each default in one place (README and .env.example mirror them).
+# ---------------------------------------------------------------------------------------
+
+load_dotenv()
+
+
+def invalid_setting(name: str, why: str):
+    raise SystemExit(f"todo-backend: invalid configuration: {name} {why}")
+
+
+def setting(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, "").strip() or default
+
+
+def int_setting(name: str, default: int, low: int, high: int) -> int:
+    raw = setting(name, str(default))
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or not low <= int(raw) <= high:
+        invalid_setting(name, f"must be a whole number from {low} to {high}, not {raw!r}")
+    return int(raw)
+
+
+def list_setting(name: str, default: str) -> list[str]:
+    return [item.strip() for item in setting(name, default).split(",") if item.strip()]
+
+
+def rate_setting(name: str, default: str) -> tuple[int, int]:
+    """A limit written `10/minute`: (requests, seconds)."""
+    raw = setting(name, default)
+    match = re.fullmatch(r"([0-9]{1,9})/(second|minute|hour)", raw)
+    if not match or int(match[1]) == 0:
+        invalid_setting(name, f"must look like 10/minute (per second, minute or hour), not {raw!r}")
+    return int(match[1]), {"second": 1, "minute": 60, "hour": 3600}[match[2]]
+
+
+def url_setting(name: str, default: str | None = None) -> str | None:
+    """An http(s) URL; plain http only to this machine, so keys never travel in clear text."""
+    raw = setting(name, default)
+    if raw is not None:
+        url = urlsplit(raw)
+        loopback = url.hostname in ("localhost", "127.0.0.1", "::1")
+        if not url.hostname or not (url.scheme == "https" or (url.scheme == "http" and loopback)):
+            invalid_setting(name, "must be an https:// URL (http:// only for localhost)")
+    return raw
+
+
+HOST = setting("HOST", "127.0.0.1")
+PORT = int_setting("PORT", 8000, 1, 65535)
+LOG_LEVEL = setting("LOG_LEVEL", "info").lower()
+DATABASE_URL = setting("DATABASE_URL", "sqlite:///./todo.db")
+DATABASE_POOL_SIZE = int_setting("DATABASE_POOL_SIZE", 10, 1, 1000)
+# 0 turns asyncpg's prepared-statement cache off, as PgBouncer in transaction mode needs
+# (Neon's "-pooler" endpoints).
+DATABASE_STATEMENT_CACHE_SIZE = int_setting("DATABASE_STATEMENT_CACHE_SIZE", 100, 0, 10_000)
+JWKS_URL = url_setting("JWKS_URL")
+JWT_ISSUER = setting("JWT_ISSUER", None if JWKS_URL else "todo-backend")
+JWT_AUDIENCE = setting("JWT_AUDIENCE", None if JWKS_URL else "todo-backend")
+JWT_ALGORITHMS = list_setting("JWT_ALGORITHMS", "EdDSA")
+JWT_PRIVATE_KEY = setting("JWT_PRIVATE_KEY")
+ACCESS_TOKEN_TTL = int_setting("ACCESS_TOKEN_TTL", 900, 60, 86_400)
+CORS_ORIGINS = list_setting("CORS_ORIGINS", "http://localhost:3000")
+TRUSTED_PROXIES = list_setting("TRUSTED_PROXIES", "")
+RATE_LIMITS = {
+    "signup": rate_setting("RATE_LIMIT_SIGNUP", "10/minute"),
+    "login": rate_setting("RATE_LIMIT_LOGIN", "30/minute"),
+    "login_email": rate_setting("RATE_LIMIT_LOGIN_EMAIL", "10/minute"),
+}
+
+# Asymmetric algorithms only: `none` and the HMAC family would let anyone holding the
+# public key, or nobody at all, mint tokens.
+SIGNATURE_ALGORITHMS = {"EdDSA", "ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+
+if LOG_LEVEL not in ("debug", "info", "warning", "error"):
+    invalid_setting("LOG_LEVEL", f"must be debug, info, warning or error, not {LOG_LEVEL!r}")
+if JWKS_URL and not (JWT_ISSUER and JWT_AUDIENCE):
+    invalid_setting("JWT_ISSUER", "and JWT_AUDIENCE are required when JWKS_URL is set")
+if not JWT_ALGORITHMS or not set(JWT_ALGORITHMS) <= SIGNATURE_ALGORITHMS:
+    invalid_setting("JWT_ALGORITHMS", f"may name only {', '.join(sorted(SIGNATURE_ALGORITHMS))}")
+if "EdDSA" not in JWT_ALGORITHMS:
+    invalid_setting("JWT_ALGORITHMS", "must include EdDSA: the service signs its own login tokens with it")
+for origin in CORS_ORIGINS:
+    if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+        invalid_setting("CORS_ORIGINS", f"holds {origin!r}, which is not an origin like https://app.example.com")
+
+MAX_ID = 2**63 - 1  # ids are 64-bit signed integers in both databases
+MAX_BODY_BYTES = 1024 * 1024
+MAX_TOKEN_CHARS = 8192
+CLOCK_LEEWAY_SECONDS = 30
+JWKS_REFETCH_SECONDS = 30
+BCRYPT_ROUNDS = 12
+MAX_PASSWORD_BYTES = 72  # bcrypt reads no further, and bcrypt 5 raises past it
+SHUTDOWN_GRACE_SECONDS = 20
+
+log = logging.getLogger("todo_service")
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object a line, so a log pipeline needs no parser of its own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": self.formatTime(record), "level": record.levelname.lower(), "message": record.getMessage()}
+        line.update(getattr(record, "fields", {}))
+        return json.dumps(line, default=str)
+
+
+if not log.handlers:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines())
+    log.addHandler(handler)
+    log.setLevel(LOG_LEVEL.upper())
+    log.propagate = False
+
+# ---------------------------------------------------------------------------------------
+# Database and SQL: named queries from sql/*.sql, loaded once.
+# ---------------------------------------------------------------------------------------
+
+SQL_DIR = Path(__file__).parent / "sql"
+
+
+def connect_options(url: str) -> tuple[str, dict]:
+    """The URL `databases` understands, and the pool options the URL's query asked for.
+
+    `databases` ignores libpq's `sslmode`, so a Neon URL would silently run in plain text;
+    it is handed to asyncpg as `ssl` instead.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        return url, {}
+    if parts.scheme not in ("postgresql", "postgres"):
+        invalid_setting("DATABASE_URL", "must start with postgresql:// or sqlite:///")
+    options = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_SIZE,
+        "statement_cache_size": DATABASE_STATEMENT_CACHE_SIZE,
+        "timeout": 5,  # seconds to connect, so an outage answers 503 quickly instead of hanging
+        "command_timeout": 30,
+    }
+    for key, value in parse_qsl(parts.query):
+        if key == "sslmode" and value in ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"):
+            options["ssl"] = value
+        elif key == "channel_binding":
+            log.warning("DATABASE_URL asks for channel_binding, which asyncpg cannot do; TLS still follows sslmode")
+        else:
+            invalid_setting("DATABASE_URL", f"has the option {key}={value!r}, which this service does not understand")
+    return urlunsplit(("postgresql", parts.netloc, parts.path, "", "")), options
+
+
+database_url, database_options = connect_options(DATABASE_URL)
+database = databases.Database(database_url, **database_options)
+IS_POSTGRES = database_url.startswith("postgresql")
+
+
+class Query(NamedTuple):
+    mode: str  # one: a row or None; many: a list of rows; exec: nothing
+    text: str  # as the driver takes it: $1, $2 for asyncpg, :name for sqlite3
+    params: tuple[str, ...]  # the names, in the order asyncpg numbers them
+
+
+def load_queries(directory: Path) -> dict[str, Query]:
+    """Every `-- name: NAME :MODE` block of the directory's .sql files.
+
+    Comment lines are dropped, so a `:word` in a comment is never taken for a parameter.
+    """
+    queries = {}
+    for path in sorted(directory.glob("*.sql")):
+        for block in re.split(r"^-- name: ", path.read_text(), flags=re.MULTILINE)[1:]:
+            header, _, body = block.partition("\n")
+            name, mode = header.split()
+            text = "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("--")).strip()
+            params = tuple(dict.fromkeys(re.findall(r"(?<![:\w]):(\w+)", text)))
+            if IS_POSTGRES:
+                text = re.sub(r"(?<![:\w]):(\w+)", lambda match: f"${params.index(match[1]) + 1}", text)
+            queries[name] = Query(mode.lstrip(":"), text, params)
+    return queries
+
+
+QUERIES = load_queries(SQL_DIR)
+
+
+async def run(name: str, **params):
+    """Run a named query on this task's connection (inside its transaction, if one is open).
+
+    Queries go to the driver itself, bypassing SQLAlchemy: asyncpg prepares each statement
+    once per connection instead of having it compiled again on every call, and a missing
+    parameter is a KeyError here instead of a silent NULL.
+    """
+    query = QUERIES[name]
+    async with database.connection() as connection:
+        driver = connection.raw_connection
+        if IS_POSTGRES:
+            args = [params[param] for param in query.params]
+            if query.mode == "one":
+                return await driver.fetchrow(query.text, *args)
+            if query.mode == "many":
+                return await driver.fetch(query.text, *args)
+            return await driver.execute(query.text, *args)
+        args = {param: sqlite_value(params[param]) for param in query.params}
+        cursor = await driver.execute(query.text, args)
+        columns = [column[0] for column in cursor.description or ()]
+        rows = [dict(zip(columns, row)) for row in await cursor.fetchall()]
+        if query.mode == "one":
+            return rows[0] if rows else None
+        return rows if query.mode == "many" else None
+
+
+def sqlite_value(value):
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def timestamp(value: datetime | str) -> str:
+    """ISO 8601 in UTC, whichever database the value came from (SQLite keeps text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def user_json(row) -> dict:
+    return {"id": row["id"], "email": row["email"], "created_at": timestamp(row["created_at"])}
+
+
+def task_json(row) -> dict:
+    return {
+        "id": row["id"],
+        "user_id": row["user_id"],
+        "title": row["title"],
+        "description": row["description"],
+        "completed": bool(row["completed"]),
+        "created_at": timestamp(row["created_at"]),
+        "updated_at": timestamp(row["updated_at"]),
+    }
+
+
+async def apply_migrations() -> None:
+    """Run each file of sql/schema/<database>/ that has not run yet, each in one transaction."""
+    schema_dir = SQL_DIR / "schema" / ("postgresql" if IS_POSTGRES else "sqlite")
+    await run("create_schema_migrations")
+    for path in sorted(schema_dir.glob("*.sql")):
+        async with database.transaction():
+            if IS_POSTGRES:
+                await run("lock_schema_migrations")
+            if path.name in {row["version"] for row in await run("applied_migrations")}:
+                continue
+            async with database.connection() as connection:
+                for statement in schema_statements(path.read_text()):
+                    await connection.raw_connection.execute(statement)
+            await run("record_migration", version=path.name, applied_at=utc_now().isoformat())
+            log.info("applied schema %s", path.name)
+
+
+def schema_statements(script: str) -> list[str]:
+    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
+    return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
+
+
+# ---------------------------------------------------------------------------------------
+# Security: passwords, the service's own tokens, Better Auth's JWKS, rate limits.
+# ---------------------------------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
+
+
+def password_matches(password: str, password_hash: str) -> bool:
+    """bcrypt's check. A password bcrypt cannot take never matches, but costs the same time."""
+    candidate = password.encode()
+    if len(candidate) > MAX_PASSWORD_BYTES or b"\x00" in candidate:
+        bcrypt.checkpw(b"", password_hash.encode())
+        return False
+    return bcrypt.checkpw(candidate, password_hash.encode())
+
+
+# Checked when an email is unknown, so that login takes as long as for a known one.
+DUMMY_PASSWORD_HASH = hash_password(secrets.token_urlsafe(32))
+
+
+def load_signing_key() -> Ed25519PrivateKey:
+    if not JWT_PRIVATE_KEY:
+        return Ed25519PrivateKey.generate()
+    try:
+        key = serialization.load_pem_private_key(JWT_PRIVATE_KEY.replace("\\n", "\n").encode(), password=None)
+    except ValueError:
+        invalid_setting("JWT_PRIVATE_KEY", "is not a PEM private key without a passphrase")
+    if not isinstance(key, Ed25519PrivateKey):
+        invalid_setting("JWT_PRIVATE_KEY", "must be an Ed25519 key (openssl genpkey -algorithm ed25519)")
+    return key
+
+
+def base64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def public_jwk(key: Ed25519PrivateKey) -> dict:
+    """The public half as a JWK, its kid the RFC 7638 thumbprint."""
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    members = {"crv": "Ed25519", "kty": "OKP", "x": base64url(raw)}
+    thumbprint = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode()).digest()
+    return {**members, "kid": base64url(thumbprint), "alg": "EdDSA", "use": "sig"}
+
+
+SIGNING_KEY = load_signing_key()
+SIGNING_JWK = public_jwk(SIGNING_KEY)
+OWN_KEYS = {SIGNING_JWK["kid"]: jwt.PyJWK(SIGNING_JWK)}
+
+
+def issue_token(user_id: int) -> str:
+    now = int(time.time())
+    claims = {"sub": str(user_id), "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "iat": now, "exp": now + ACCESS_TOKEN_TTL}
+    return jwt.encode(claims, SIGNING_KEY, algorithm="EdDSA", headers={"kid": SIGNING_JWK["kid"]})
+
+
+# Better Auth's public keys by kid. Refetched only for an unknown kid, at most once per
+# JWKS_REFETCH_SECONDS; a failed fetch keeps the keys already known.
+jwks_cache = {"keys": {}, "fetched_at": -math.inf}
+jwks_lock = asyncio.Lock()
+jwks_client = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
+
+
+def parse_jwks(document) -> dict[str, jwt.PyJWK]:
+    """The usable signing keys of a JWKS document; anything else in it is skipped."""
+    keys = {}
+    entries = document.get("keys") if isinstance(document, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str) or entry.get("use", "sig") != "sig":
+            continue
+        if "d" in entry:  # a private key published by mistake is not one to trust
+            continue
+        try:
+            key = jwt.PyJWK(entry)
+        except jwt.PyJWTError:
+            continue
+        if key.algorithm_name in JWT_ALGORITHMS:
+            keys[entry["kid"]] = key
+    return keys
+
+
+async def fetch_jwks() -> None:
+    jwks_cache["fetched_at"] = time.monotonic()
+    try:
+        response = await jwks_client.get(JWKS_URL)
+        response.raise_for_status()
+        keys = parse_jwks(response.json())
+    except (httpx.HTTPError, ValueError) as exc:
+        log.warning("JWKS fetch failed (%s); keeping the %d keys known", type(exc).__name__, len(jwks_cache["keys"]))
+        return
+    jwks_cache["keys"] = keys
+    log.info("JWKS fetched: %d keys", len(keys))
+
+
+async def verification_key(kid) -> jwt.PyJWK | None:
+    """The key for a token's kid: the service's own, or Better Auth's from JWKS_URL only.
+
+    A token's own `jku`, `x5u` or `jwk` header is never followed: the issuer is configured,
+    not claimed.
+    """
+    key = OWN_KEYS.get(kid) or jwks_cache["keys"].get(kid)
+    if key is not None or not JWKS_URL:
+        return key
+    async with jwks_lock:
+        if kid not in jwks_cache["keys"] and time.monotonic() - jwks_cache["fetched_at"] >= JWKS_REFETCH_SECONDS:
+            await fetch_jwks()
+    return jwks_cache["keys"].get(kid)
+
+
+async def verified_user_id(token: str) -> int:
+    """The user id a bearer token speaks for; jwt.InvalidTokenError for anything wrong with it."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise jwt.InvalidTokenError("token too long")
+    key = await verification_key(jwt.get_unverified_header(token).get("kid"))
+    if key is None:
+        raise jwt.InvalidTokenError("unknown kid")
+    claims = jwt.decode(
+        token,
+        key,
+        algorithms=JWT_ALGORITHMS,
+        issuer=JWT_ISSUER,
+        audience=JWT_AUDIENCE,
+        leeway=CLOCK_LEEWAY_SECONDS,
+        options={"require": ["exp", "iss", "aud", "sub"]},
+    )
+    # PyJWT accepts "exp": "99999999999" and an empty sub; neither is a token we issue or Better Auth does.
+    for claim in ("exp", "nbf", "iat"):
+        if claim in claims and type(claims[claim]) not in (int, float):
+            raise jwt.InvalidTokenError(f"{claim} is not a number")
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not re.fullmatch(r"[1-9][0-9]{0,18}", subject) or int(subject) > MAX_ID:
+        raise jwt.InvalidTokenError("sub is not a user id")
+    return int(subject)
+
+
+# Fixed windows per (limit, client or email): (window start, requests in it). In-process, so
+# each replica counts on its own (see the README on running several).
+rate_windows: dict[tuple[str, str], tuple[float, int]] = {}
+RATE_WINDOWS_PRUNE_AT = 100_000
+
+
+def retry_after(limit: str, key: str) -> int | None:
+    """Count one request against a limit; None if allowed, else seconds until it would be."""
+    allowed, period = RATE_LIMITS[limit]
+    now = time.monotonic()
+    start, used = rate_windows.get((limit, key), (now, 0))
+    if now - start >= period:
+        start, used = now, 0
+    if used >= allowed:
+        return math.ceil(start + period - now)
+    rate_windows[(limit, key)] = (start, used + 1)
+    if len(rate_windows) > RATE_WINDOWS_PRUNE_AT:
+        for expired in [k for k, (begun, _) in rate_windows.items() if now - begun >= RATE_LIMITS[k[0]][1]]:
+            del rate_windows[expired]
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Body schemas: strict (no coercion: "yes" is not a boolean) and closed (unknown fields are 400).
+# ---------------------------------------------------------------------------------------
+
+STRICT = ConfigDict(extra="forbid", strict=True)
+EMAIL_PATTERN = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+
+
+def no_nul(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL, and C bcrypt implementations stop reading at it.
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    return value
+
+
+def valid_email(value: str) -> str:
+    value = value.strip().lower()
+    if len(value) > 254 or not EMAIL_PATTERN.fullmatch(value) or len(value.partition("@")[0]) > 64:
+        raise ValueError("must be a valid email address of at most 254 characters")
+    return value
+
+
+def valid_password(value: str) -> str:
+    if not 8 <= len(value.encode()) <= MAX_PASSWORD_BYTES:
+        raise ValueError(f"must be 8 to {MAX_PASSWORD_BYTES} bytes long in UTF-8")
+    return no_nul(value)
+
+
+Email = Annotated[str, AfterValidator(valid_email), Field(max_length=320, json_schema_extra={"format": "email"})]
+Password = Annotated[str, AfterValidator(valid_password), Field(min_length=8, max_length=MAX_PASSWORD_BYTES)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), AfterValidator(no_nul)]
+Description = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(no_nul)] | None
+
+
+class Signup(BaseModel):
+    model_config = STRICT
+    email: Email
+    password: Password
+
+
+class Login(BaseModel):
+    # Any strings: a malformed email or password is a wrong credential (401), not a 400.
+    model_config = STRICT
+    email: Annotated[str, Field(max_length=320)]
+    password: Annotated[str, Field(max_length=1024)]
+
+
+class TaskFields(BaseModel):
+    """POST and PUT: PUT replaces the whole task, so omitted fields go back to these defaults."""
+
+    model_config = STRICT
+    title: Title
+    description: Description = None
+    completed: bool = False
+
+
+class TaskChanges(BaseModel):
+    # Omitted means unchanged; an explicit null title or completed is a 400, so their
+    # types stay non-nullable and only the default is None.
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
+    title: Title = None
+    description: Description = None
+    completed: bool = None
+
+
+class Completion(BaseModel):
+    model_config = STRICT
+    completed: bool
+
+
+# ---------------------------------------------------------------------------------------
+# Errors: every one is application/problem+json (RFC 9457) from problem().
+# ---------------------------------------------------------------------------------------
+
+
+def problem(status: int, detail: str, headers: dict | None = None, **extra) -> JSONResponse:
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
+
+
+class ProblemError(Exception):
+    """Raised by the steps handlers share; the response is the problem it describes."""
+
+    def __init__(self, status: int, detail: str, headers: dict | None = None, **extra):
+        self.response = problem(status, detail, headers, **extra)
+
+
+SERVER_FIELDS = {"id", "user_id", "created_at", "updated_at"}
+
+
+def field_errors(exc: ValidationError) -> list[dict]:
+    errors = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "is set by the server" if field in SERVER_FIELDS else "is not a field of this body"
+        errors.append({"field": field, "message": message})
+    return errors
+
+
+NOT_SIGNED_IN = {"WWW-Authenticate": "Bearer"}
+INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+TASK_NOT_FOUND = "No such task for this user."
+
+# ---------------------------------------------------------------------------------------
+# Steps the handlers share, in the order of the checks: 401, 403, 400, 404.
+# ---------------------------------------------------------------------------------------
+
+
+def caller_id(request: Request) -> int:
+    """The user id from the verified bearer token (the authentication middleware put it there)."""
+    user_id = request.scope.get("user_id")
+    if user_id is None:
+        raise ProblemError(401, "Send an access token: Authorization: Bearer <token>.", NOT_SIGNED_IN)
+    return user_id
+
+
+def owner_id(request: Request) -> int:
+    """The caller's id, when the path's {user_id} is the caller; the owner in every task query."""
+    user_id = caller_id(request)
+    path_user_id = request.path_params["user_id"]
+    if not 0 < path_user_id <= MAX_ID:
+        raise ProblemError(404, "No such user.")
+    if path_user_id != user_id:
+        raise ProblemError(403, "The path names another user than the access token.")
+    return user_id
+
+
+def path_task_id(request: Request) -> int:
+    task_id = request.path_params["task_id"]
+    if not 0 < task_id <= MAX_ID:
+        raise ProblemError(404, TASK_NOT_FOUND)
+    return task_id
+
+
+async def parse_body(request: Request, schema: type[BaseModel]):
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise ProblemError(400, "The body must be JSON, sent with Content-Type: application/json.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ProblemError(413, f"The body must be at most {MAX_BODY_BYTES} bytes.")
+    try:
+        return schema.model_validate_json(bytes(body))
+    except ValidationError as exc:
+        raise ProblemError(400, "The body is not valid.", errors=field_errors(exc)) from None
+
+
+def list_query(request: Request) -> dict:
+    """?completed=true|false, ?limit= (1 to 500, default 100), ?offset= (default 0)."""
+    query = request.query_params
+    completed = query.get("completed")
+    if completed not in (None, "true", "false"):
+        raise ProblemError(400, "completed must be true or false.", errors=[{"field": "completed", "message": "must be true or false"}])
+    limit, offset = query.get("limit", "100"), query.get("offset", "0")
+    if not re.fullmatch(r"[0-9]{1,3}", limit) or not 1 <= int(limit) <= 500:
+        raise ProblemError(400, "limit must be 1 to 500.", errors=[{"field": "limit", "message": "must be a whole number from 1 to 500"}])
+    if not re.fullmatch(r"[0-9]{1,18}", offset):
+        raise ProblemError(400, "offset must be 0 or more.", errors=[{"field": "offset", "message": "must be a whole number, 0 or more"}])
+    return {"completed": None if completed is None else completed == "true", "limit": int(limit), "offset": int(offset)}
+
+
+def client_address(request: Request) -> str:
+    # uvicorn has already replaced the peer by X-Forwarded-For when the peer is a TRUSTED_PROXIES entry.
+    return request.client.host if request.client else "unknown"
+
+
+def enforce_rate_limit(limit: str, key: str) -> None:
+    seconds = retry_after(limit, key)
+    if seconds is not None:
+        raise ProblemError(429, f"Too many attempts; try again in {seconds} s.", {"Retry-After": str(seconds)})
+
+
+# ---------------------------------------------------------------------------------------
+# Handlers: one per route.
+# ---------------------------------------------------------------------------------------
+
+
+async def signup(request: Request) -> Response:
+    """Create an account; only the password's bcrypt hash is stored."""
+    enforce_rate_limit("signup", client_address(request))
+    body = await parse_body(request, Signup)
+    password_hash = await run_in_threadpool(hash_password, body.password)
+    user = await run("insert_user", email=body.email, password_hash=password_hash, now=utc_now())
+    if user is None:
+        raise ProblemError(409, "An account with this email already exists.")
+    return JSONResponse(user_json(user), 201, headers={"Location": "/api/me"})
+
+
+async def login(request: Request) -> Response:
+    """Exchange email and password for an access token; every wrong credential is the same 401."""
+    enforce_rate_limit("login", client_address(request))
+    body = await parse_body(request, Login)
+    email = body.email.strip().lower()
+    enforce_rate_limit("login_email", email)
+    user = await run("get_login", email=email)
+    password_hash = user["password_hash"] if user else DUMMY_PASSWORD_HASH
+    if not await run_in_threadpool(password_matches, body.password, password_hash) or user is None:
+        raise ProblemError(401, "The email or the password is wrong.")
+    return JSONResponse(
+        {
+            "access_token": issue_token(user["id"]),
+            "token_type": "Bearer",
+            "expires_in": ACCESS_TOKEN_TTL,
+            "user": {"id": user["id"], "email": user["email"]},
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def signing_keys(request: Request) -> Response:
+    """The public key login tokens are signed with."""
+    return JSONResponse({"keys": [SIGNING_JWK]}, headers={"Cache-Control": "public, max-age=300"})
+
+
+async def me(request: Request) -> Response:
+    """The account the access token speaks for."""
+    user = await run("get_user", user_id=caller_id(request))
+    if user is None:
+        raise ProblemError(404, "No such user.")
+    return JSONResponse(user_json(user))
+
+
+async def list_tasks(request: Request) -> Response:
+    """The caller's tasks, newest first."""
+    user_id = owner_id(request)
+    rows = await run("list_tasks", user_id=user_id, **list_query(request))
+    if not rows and await run("get_user", user_id=user_id) is None:
+        raise ProblemError(404, "No such user.")
+    return JSONResponse([task_json(row) for row in rows])
+
+
+async def create_task(request: Request) -> Response:
+    """Add a task for the caller."""
+    user_id = owner_id(request)
+    body = await parse_body(request, TaskFields)
+    task = await run("insert_task", user_id=user_id, now=utc_now(), **body.model_dump())
+    if task is None:
+        raise ProblemError(404, "No such user.")
+    return JSONResponse(task_json(task), 201, headers={"Location": f"/api/{user_id}/tasks/{task['id']}"})
+
+
+async def get_task(request: Request) -> Response:
+    """One of the caller's tasks."""
+    task = await run("get_task", user_id=owner_id(request), task_id=path_task_id(request))
+    if task is None:
+        raise ProblemError(404, TASK_NOT_FOUND)
+    return JSONResponse(task_json(task))
+
+
+async def replace_task(request: Request) -> Response:
+    """Replace a task whole: omitted optional fields go back to their defaults."""
+    user_id = owner_id(request)
+    body = await parse_body(request, TaskFields)
+    task = await run("replace_task", user_id=user_id, task_id=path_task_id(request), now=utc_now(), **body.model_dump())
+    if task is None:
+        raise ProblemError(404, TASK_NOT_FOUND)
+    return JSONResponse(task_json(task))
+
+
+async def update_task(request: Request) -> Response:
+    """Change the fields the body names, and only those."""
+    user_id = owner_id(request)
+    body = await parse_body(request, TaskChanges)
+    if not body.model_fields_set:
+        raise ProblemError(400, "Name at least one of title, description, completed.", errors=[{"field": "body", "message": "must not be empty"}])
+    task = await run(
+        "update_task",
+        user_id=user_id,
+        task_id=path_task_id(request),
+        now=utc_now(),
+        set_description="description" in body.model_fields_set,
+        **body.model_dump(),
+    )
+    if task is None:
+        raise ProblemError(404, TASK_NOT_FOUND)
+    return JSONResponse(task_json(task))
+
+
+async def set_completed(request: Request) -> Response:
+    """Mark a task done or not done."""
+    user_id = owner_id(request)
+    body = await parse_body(request, Completion)
+    task = await run("set_task_completed", user_id=user_id, task_id=path_task_id(request), completed=body.completed, now=utc_now())
+    if task is None:
+        raise ProblemError(404, TASK_NOT_FOUND)
+    return JSONResponse(task_json(task))
+
+
+async def delete_task(request: Request) -> Response:
+    """Delete one of the caller's tasks."""
+    deleted = await run("delete_task", user_id=owner_id(request), task_id=path_task_id(request))
+    if deleted is None:
+        raise ProblemError(404, TASK_NOT_FOUND)
+    return Response(status_code=204)
+
+
+async def healthz(request: Request) -> Response:
+    """The process is up; touches nothing else."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """The database answers."""
+    await run("ping")
+    return JSONResponse({"status": "ready"})
+
+
+async def openapi(request: Request) -> Response:
+    """This API, as OpenAPI 3.1."""
+    return JSONResponse(OPENAPI_DOCUMENT)
+
+
+# ---------------------------------------------------------------------------------------
+# Exception handlers and middleware. Middleware answers with responses; endpoints raise.
+# ---------------------------------------------------------------------------------------
+
+# What a lost, refused or restarting database raises: the request is answered 503, and the
+# pool reconnects by itself on a later one.
+DATABASE_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    sqlite3.OperationalError,
+)
+
+
+async def problem_response(request: Request, exc: ProblemError) -> Response:
+    return exc.response
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return problem(503, "The database is unavailable; try again shortly.", {"Retry-After": "5"})
+
+
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    detail = {404: "No such route.", 405: "This route does not take this method."}.get(exc.status_code, exc.detail)
+    return problem(exc.status_code, detail, exc.headers)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    return problem(500, "Something went wrong on our side; it has been logged.")
+
+
+def authentication(app):
+    """Verify the bearer token, when one is sent, before routing. A bad token is a 401 anywhere."""
+
+    async def middleware(scope, receive, send):
+        authorization = Headers(scope=scope).get("authorization") if scope["type"] == "http" else None
+        if authorization is not None:
+            scheme, _, token = authorization.strip().partition(" ")
+            try:
+                if scheme.lower() != "bearer":
+                    raise jwt.InvalidTokenError("not a bearer token")
+                scope["user_id"] = await verified_user_id(token.strip())
+            except jwt.InvalidTokenError:
+                response = problem(401, "The access token is invalid or has expired.", INVALID_TOKEN)
+                return await response(scope, receive, send)
+        await app(scope, receive, send)
+
+    return middleware
+
+
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_log(app):
+    """One line per request, and X-Request-ID on every response (the client's, if it sent a sane one).
+
+    The line holds the route's template, never the raw path or query, and no header or body,
+    so no token or password can reach it.
+    """
+
+    async def middleware(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        request_id = Headers(scope=scope).get("x-request-id", "")
+        if not REQUEST_ID_PATTERN.fullmatch(request_id):
+            request_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_request_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_request_id)
+        finally:
+            route = scope.get("route")
+            fields = {
+                "method": scope["method"],
+                "route": getattr(route, "path_format", None),
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "user_id": scope.get("user_id"),
+                "request_id": request_id,
+            }
+            log.info("request", extra={"fields": fields})
+
+    return middleware
+
+
+@asynccontextmanager
+async def lifespan(app):
+    if not JWT_PRIVATE_KEY:
+        log.warning("JWT_PRIVATE_KEY is not set: login tokens are signed with a key made for this process only")
+    try:
+        await database.connect()
+        await apply_migrations()
+    except DATABASE_UNAVAILABLE as exc:
+        raise SystemExit(f"todo-backend: DATABASE_URL: cannot reach the database ({type(exc).__name__}: {exc})") from None
+    if JWKS_URL:
+        await fetch_jwks()
+    try:
+        yield
+    finally:
+        await jwks_client.aclose()
+        await database.disconnect()
+
+
+class IdConvertor(Convertor):
+    """Path ids: digits, at most 19 of them (a longer number is no route, 404, never an overflow)."""
+
+    regex = "[0-9]{1,19}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", IdConvertor())
+
+# ---------------------------------------------------------------------------------------
+# The OpenAPI document: request schemas from the body models, the rest written out here.
+# ---------------------------------------------------------------------------------------
+
+TIMESTAMP = {"type": "string", "format": "date-time"}
+ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+RESPONSE_SCHEMAS = {
+    "User": {
+        "type": "object",
+        "required": ["id", "email", "created_at"],
+        "properties": {"id": ID, "email": {"type": "string"}, "created_at": TIMESTAMP},
+        "additionalProperties": False,
+    },
+    "Task": {
+        "type": "object",
+        "required": ["id", "user_id", "title", "description", "completed", "created_at", "updated_at"],
+        "properties": {
+            "id": ID,
+            "user_id": ID,
+            "title": {"type": "string", "minLength": 1, "maxLength": 255},
+            "description": {"type": ["string", "null"], "maxLength": 10_000},
+            "completed": {"type": "boolean"},
+            "created_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+        },
+        "additionalProperties": False,
+    },
+    "AccessToken": {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in", "user"],
+        "properties": {
+            "access_token": {"type": "string"},
+            "token_type": {"const": "Bearer"},
+            "expires_in": {"type": "integer"},
+            "user": {
+                "type": "object",
+                "required": ["id", "email"],
+                "properties": {"id": ID, "email": {"type": "string"}},
+                "additionalProperties": False,
+            },
+        },
+        "additionalProperties": False,
+    },
+    "JWKS": {
+        "type": "object",
+        "required": ["keys"],
+        "properties": {"keys": {"type": "array", "items": {"type": "object", "required": ["kty", "kid"], "not": {"required": ["d"]}}}},
+    },
+    "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+    "Problem": {
+        "type": "object",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["field", "message"],
+                    "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+ERROR_MEANINGS = {
+    400: "The body or query is not valid",
+    401: "No access token, or an invalid or expired one",
+    403: "The path names another user than the token",
+    404: "No such task or user for the caller",
+    409: "The email is taken",
+    413: "The body is over 1 MiB",
+    429: "Too many attempts; see Retry-After",
+    503: "The database is unavailable; see Retry-After",
+}
+TASK_ERRORS = (401, 403, 404, 503)
+BODY_ERRORS = (400, 413)
+
+# For each handler: (body schema, success status, success schema, error statuses, signed in).
+OPERATIONS = {
+    signup: (Signup, 201, "User", (*BODY_ERRORS, 409, 429, 503), False),
+    login: (Login, 200, "AccessToken", (*BODY_ERRORS, 401, 429, 503), False),
+    signing_keys: (None, 200, "JWKS", (), False),
+    me: (None, 200, "User", (401, 404, 503), True),
+    list_tasks: (None, 200, {"type": "array", "items": {"$ref": "#/components/schemas/Task"}}, (400, *TASK_ERRORS), True),
+    create_task: (TaskFields, 201, "Task", (*BODY_ERRORS, *TASK_ERRORS), True),
+    get_task: (None, 200, "Task", TASK_ERRORS, True),
+    replace_task: (TaskFields, 200, "Task", (*BODY_ERRORS, *TASK_ERRORS), True),
+    update_task: (TaskChanges, 200, "Task", (*BODY_ERRORS, *TASK_ERRORS), True),
+    set_completed: (Completion, 200, "Task", (*BODY_ERRORS, *TASK_ERRORS), True),
+    delete_task: (None, 204, None, TASK_ERRORS, True),
+    healthz: (None, 200, "Status", (), False),
+    readyz: (None, 200, "Status", (503,), False),
+    openapi: (None, 200, {"type": "object"}, (), False),
+}
+LIST_PARAMETERS = [
+    {"name": "completed", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1, "default": 0}},
+]
+
+
+def openapi_document(routes: list[Route]) -> dict:
+    def schema_ref(schema):
+        return {"$ref": f"#/components/schemas/{schema}"} if isinstance(schema, str) else schema
+
+    paths: dict = {}
+    schemas = dict(RESPONSE_SCHEMAS)
+    for route in routes:
+        body_schema, status, success, errors, signed_in = OPERATIONS[route.endpoint]
+        path = route.path_format
+        operation = {"operationId": route.endpoint.__name__, "summary": route.endpoint.__doc__.strip(), "responses": {}}
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": ID} for name in re.findall(r"{(\w+)}", path)
+        ]
+        if route.endpoint is list_tasks:
+            parameters += LIST_PARAMETERS
+        if parameters:
+            operation["parameters"] = parameters
+        if body_schema is not None:
+            schemas[body_schema.__name__] = body_schema.model_json_schema()
+            content = {"application/json": {"schema": schema_ref(body_schema.__name__)}}
+            operation["requestBody"] = {"required": True, "content": content}
+        success_response = {"description": HTTPStatus(status).phrase}
+        if success is not None:
+            success_response["content"] = {"application/json": {"schema": schema_ref(success)}}
+        operation["responses"][str(status)] = success_response
+        for error in errors:
+            content = {"application/problem+json": {"schema": schema_ref("Problem")}}
+            operation["responses"][str(error)] = {"description": ERROR_MEANINGS[error], "content": content}
+        if signed_in:
+            operation["security"] = [{"bearer": []}]
+        for method in route.methods - {"HEAD"}:
+            paths.setdefault(path, {})[method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "todo-backend", "version": "1.0.0"},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Routes: the whole API.
+# ---------------------------------------------------------------------------------------
+
+routes = [
+    Route("/api/auth/signup", signup, methods=["POST"]),
+    Route("/api/auth/login", login, methods=["POST"]),
+    Route("/api/auth/jwks", signing_keys, methods=["GET"]),
+    Route("/api/me", me, methods=["GET"]),
+    Route("/api/{user_id:id}/tasks", list_tasks, methods=["GET"]),
+    Route("/api/{user_id:id}/tasks", create_task, methods=["POST"]),
+    Route("/api/{user_id:id}/tasks/{task_id:id}", get_task, methods=["GET"]),
+    Route("/api/{user_id:id}/tasks/{task_id:id}", replace_task, methods=["PUT"]),
+    Route("/api/{user_id:id}/tasks/{task_id:id}", update_task, methods=["PATCH"]),
+    Route("/api/{user_id:id}/tasks/{task_id:id}", delete_task, methods=["DELETE"]),
+    Route("/api/{user_id:id}/tasks/{task_id:id}/complete", set_completed, methods=["PATCH"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+]
+
+OPENAPI_DOCUMENT = openapi_document(routes)
+
+# ---------------------------------------------------------------------------------------
+# The app.
+# ---------------------------------------------------------------------------------------
+
+app = Starlette(
+    routes=routes,
+    middleware=[
+        Middleware(request_log),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=CORS_ORIGINS,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["Location", "Retry-After", "X-Request-ID"],
+            max_age=600,
+        ),
+        Middleware(authentication),
+    ],
+    exception_handlers={
+        ProblemError: problem_response,
+        HTTPException: http_error,
+        **{cause: database_unavailable for cause in DATABASE_UNAVAILABLE},
+        Exception: server_error,
+    },
+    lifespan=lifespan,
+)
+
+
+def main() -> None:
+    uvicorn.run(
+        app,
+        host=HOST,
+        port=PORT,
+        log_level=LOG_LEVEL,
+        access_log=False,  # request_log writes the one line per request
+        proxy_headers=bool(TRUSTED_PROXIES),
+        forwarded_allow_ips=TRUSTED_PROXIES or None,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
+
+
+if __name__ == "__main__":
+    main()
