@@ -1,0 +1,340 @@
+"""Fixtures: the service as a real uvicorn process, a JWKS served over real HTTP, real keys.
+
+Every test that takes `service` (or anything built on it) runs twice: once on the embedded
+SQLite default and once on PostgreSQL. PostgreSQL comes from TEST_DATABASE_URL, a server the
+tests may create databases on; each session makes its own fresh database and drops it after.
+Without TEST_DATABASE_URL the PostgreSQL half skips, saying why; under CI it is an error.
+"""
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+ROOT = Path(__file__).resolve().parent.parent
+ISSUER = "http://127.0.0.1:3000"  # what Better Auth puts in iss and aud: its base URL
+AUDIENCE = "http://127.0.0.1:3000"
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+
+if os.environ.get("CI") and not TEST_DATABASE_URL:
+    raise pytest.UsageError("CI is set but TEST_DATABASE_URL is not: the PostgreSQL tests would not run")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def private_key_pem(key: Ed25519PrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+def public_jwk(key: Ed25519PrivateKey, kid: str) -> dict:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA"}
+
+
+# ---------------------------------------------------------------------------------------
+# A Better Auth stand-in: its JWKS endpoint, over HTTP on loopback, with keys we can rotate.
+# ---------------------------------------------------------------------------------------
+
+
+class Issuer:
+    """Signs tokens the way Better Auth's jwt plugin does and serves its JWKS."""
+
+    def __init__(self):
+        self.keys: dict[str, Ed25519PrivateKey] = {}
+        self.current_kid = ""
+        self.up = True
+        self.fetches = 0
+        self.rotate()
+
+    def rotate(self, keep_old: bool = True) -> str:
+        kid = uuid.uuid4().hex
+        if not keep_old:
+            self.keys.clear()
+        self.keys[kid] = Ed25519PrivateKey.generate()
+        self.current_kid = kid
+        return kid
+
+    def jwks(self) -> dict:
+        return {"keys": [public_jwk(key, kid) for kid, key in self.keys.items()]}
+
+    def token(self, sub, *, key=None, headers=None, **claims) -> str:
+        now = int(time.time())
+        payload = {"sub": str(sub), "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 900, **claims}
+        payload = {name: value for name, value in payload.items() if value is not None}
+        header = {"kid": self.current_kid, **(headers or {})}
+        return jwt.encode(payload, key or self.keys[self.current_kid], algorithm="EdDSA", headers=header)
+
+
+@pytest.fixture(scope="session")
+def issuer():
+    issuer = Issuer()
+
+    class JWKSHandler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            issuer.fetches += 1
+            if not issuer.up:
+                self.send_error(503)
+                return
+            body = json.dumps(issuer.jwks()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), JWKSHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    issuer.jwks_url = f"http://127.0.0.1:{server.server_port}/api/auth/jwks"
+    yield issuer
+    server.shutdown()
+
+
+@pytest.fixture
+def fresh_issuer_state(issuer):
+    """Put the issuer back as it was after a test that rotated keys or took it down."""
+    keys, kid = dict(issuer.keys), issuer.current_kid
+    yield issuer
+    issuer.keys, issuer.current_kid, issuer.up = keys, kid, True
+
+
+# ---------------------------------------------------------------------------------------
+# Databases: a fresh one per session for PostgreSQL, a new file for SQLite.
+# ---------------------------------------------------------------------------------------
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
+
+
+async def _admin(statement: str) -> None:
+    connection = await asyncpg.connect(with_database(TEST_DATABASE_URL, urlsplit(TEST_DATABASE_URL).path.lstrip("/")))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextmanager
+def fresh_postgres_database():
+    """A new, empty database on TEST_DATABASE_URL's server, dropped afterwards."""
+    name = f"todo_test_{os.getpid()}_{secrets.token_hex(4)}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield with_database(TEST_DATABASE_URL, name)
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def execute_sql(database_url: str, statement: str, *args):
+    """Run one statement on the service's database from the outside; returns the rows."""
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(urlsplit(database_url).path[1:]) as connection:
+            return connection.execute(statement.replace("$1", "?"), args).fetchall()
+
+    async def query():
+        connection = await asyncpg.connect(database_url)
+        try:
+            return await connection.fetch(statement, *args)
+        finally:
+            await connection.close()
+
+    return asyncio.run(query())
+
+
+# ---------------------------------------------------------------------------------------
+# The service: `python todo_service.py` in a subprocess, configured by its environment.
+# ---------------------------------------------------------------------------------------
+
+
+class Service:
+    def __init__(self, process, url, log_path, database_url):
+        self.process, self.url, self.log_path, self.database_url = process, url, log_path, database_url
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def sql(self, statement: str, *args):
+        return execute_sql(self.database_url, statement, *args)
+
+
+def service_environment(database_url: str, issuer: Issuer, **overrides) -> dict:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("DATABASE_", "JWT_", "JWKS_", "RATE_LIMIT_", "CORS_", "TRUSTED_", "ACCESS_TOKEN"))
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        JWKS_URL=issuer.jwks_url,
+        JWT_ISSUER=ISSUER,
+        JWT_AUDIENCE=AUDIENCE,
+        CORS_ORIGINS="http://localhost:3000",
+        # Generous limits: the rate-limit tests start a service of their own with tight ones.
+        RATE_LIMIT_SIGNUP="10000/minute",
+        RATE_LIMIT_LOGIN="10000/minute",
+        RATE_LIMIT_LOGIN_EMAIL="10000/minute",
+        PORT=str(free_port()),
+    )
+    env.update(overrides)
+    return {name: value for name, value in env.items() if value is not None}
+
+
+@contextmanager
+def running_service(env: dict, log_path: Path, command=None):
+    """Start the service with this environment; yield it once /healthz answers; stop it with SIGTERM."""
+    command = command or [sys.executable, str(ROOT / "todo_service.py")]
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(command, env=env, cwd=log_path.parent, stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{env['PORT']}"
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the service exited at start:\n{log_path.read_text()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the service did not start:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    try:
+        yield Service(process, url, log_path, env["DATABASE_URL"])
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@contextmanager
+def database_for(backend: str, directory: Path):
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'todo.db'}"
+    else:
+        with fresh_postgres_database() as url:
+            yield url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request):
+    if request.param == "postgresql" and not TEST_DATABASE_URL:
+        pytest.skip("TEST_DATABASE_URL is not set: no PostgreSQL to test against")
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def service(backend, issuer, tmp_path_factory):
+    directory = tmp_path_factory.mktemp(f"service-{backend}")
+    with database_for(backend, directory) as database_url:
+        with running_service(service_environment(database_url, issuer), directory / "service.log") as running:
+            yield running
+
+
+@pytest.fixture
+def start_service(backend, issuer, tmp_path):
+    """Start another service on a fresh database of the same backend, with settings of the test's own."""
+
+    @contextmanager
+    def start(**overrides):
+        with database_for(backend, tmp_path) as database_url:
+            env = service_environment(database_url, issuer, **overrides)
+            with running_service(env, tmp_path / f"service-{env['PORT']}.log") as running:
+                yield running
+
+    return start
+
+
+@pytest.fixture
+def client(service):
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def no_tasks_left(request):
+    """Each test starts with no tasks (users, costly to hash, live for the session)."""
+    if "service" in request.fixturenames:
+        request.getfixturevalue("service").sql("DELETE FROM tasks")
+
+
+# ---------------------------------------------------------------------------------------
+# Users: signed up once per service, signed in with a token from the issuer.
+# ---------------------------------------------------------------------------------------
+
+
+class User:
+    def __init__(self, id, email, password, issuer):
+        self.id, self.email, self.password, self.issuer = id, email, password, issuer
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.issuer.token(self.id)}"}
+
+    def tasks_url(self, task_id=None) -> str:
+        return f"/api/{self.id}/tasks" + ("" if task_id is None else f"/{task_id}")
+
+
+def sign_up(service, issuer, name: str) -> User:
+    email, password = f"{name}@example.com", f"{name}-password-1"
+    response = httpx.post(f"{service.url}/api/auth/signup", json={"email": email, "password": password})
+    assert response.status_code == 201, response.text
+    return User(response.json()["id"], email, password, issuer)
+
+
+@pytest.fixture(scope="session")
+def alice(service, issuer):
+    return sign_up(service, issuer, "alice")
+
+
+@pytest.fixture(scope="session")
+def bob(service, issuer):
+    return sign_up(service, issuer, "bob")
+
+
+@pytest.fixture
+def make_token(issuer):
+    """make_token(sub, **claims): a token signed like Better Auth's; a claim set to None is left out."""
+    return issuer.token
+
+
+@pytest.fixture
+def create_task(client, alice):
+    def create(user=alice, **fields):
+        response = client.post(user.tasks_url(), json={"title": "a task", **fields}, headers=user.headers)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    return create
