@@ -50,7 +50,7 @@ from starlette.routing import Route
 # Settings: read once, each default in one place (README and .env.example mirror them).
 # ---------------------------------------------------------------------------------------
 
-load_dotenv()
+load_dotenv(".env")  # the directory it is started from; the real environment wins
 
 
 def invalid_setting(name: str, why: str):

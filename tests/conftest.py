@@ -230,7 +230,7 @@ def running_service(env: dict, log_path: Path, command=None):
             raise RuntimeError(f"the service did not start:\n{log_path.read_text()}")
         time.sleep(0.05)
     try:
-        yield Service(process, url, log_path, env["DATABASE_URL"])
+        yield Service(process, url, log_path, env.get("DATABASE_URL", f"sqlite:///{log_path.parent}/todo.db"))
     finally:
         process.terminate()
         try:
