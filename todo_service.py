@@ -604,7 +604,11 @@ def path_task_id(request: Request) -> int:
 async def parse_body(request: Request, schema: type[BaseModel]):
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if content_type != "application/json":
-        raise ProblemError(400, "The body must be JSON, sent with Content-Type: application/json.")
+        raise ProblemError(
+            400,
+            "The body must be JSON, sent with Content-Type: application/json.",
+            errors=[{"field": "body", "message": "must be sent with Content-Type: application/json"}],
+        )
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
