@@ -135,6 +135,7 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_TOKEN_CHARS = 8192
 CLOCK_LEEWAY_SECONDS = 30
 JWKS_REFETCH_SECONDS = 30
+JWKS_MAX_AGE_SECONDS = 600
 BCRYPT_ROUNDS = 12
 MAX_PASSWORD_BYTES = 72  # bcrypt reads no further, and bcrypt 5 raises past it
 SHUTDOWN_GRACE_SECONDS = 20
@@ -403,13 +404,17 @@ async def verification_key(kid) -> jwt.PyJWK | None:
     """The key for a token's kid: the service's own, or Better Auth's from JWKS_URL only.
 
     A token's own `jku`, `x5u` or `jwk` header is never followed: the issuer is configured,
-    not claimed.
+    not claimed. Known keys are refetched after JWKS_MAX_AGE_SECONDS, so a key removed from
+    Better Auth stops being trusted.
     """
-    key = OWN_KEYS.get(kid) or jwks_cache["keys"].get(kid)
-    if key is not None or not JWKS_URL:
-        return key
+    if kid in OWN_KEYS or not JWKS_URL:
+        return OWN_KEYS.get(kid)
+    age = time.monotonic() - jwks_cache["fetched_at"]
+    if kid in jwks_cache["keys"] and age < JWKS_MAX_AGE_SECONDS:
+        return jwks_cache["keys"][kid]
     async with jwks_lock:
-        if kid not in jwks_cache["keys"] and time.monotonic() - jwks_cache["fetched_at"] >= JWKS_REFETCH_SECONDS:
+        age = time.monotonic() - jwks_cache["fetched_at"]
+        if age >= JWKS_MAX_AGE_SECONDS or (kid not in jwks_cache["keys"] and age >= JWKS_REFETCH_SECONDS):
             await fetch_jwks()
     return jwks_cache["keys"].get(kid)
 
@@ -891,6 +896,8 @@ async def lifespan(app):
         raise SystemExit(f"todo-backend: DATABASE_URL: cannot reach the database ({type(exc).__name__}: {exc})") from None
     if JWKS_URL:
         await fetch_jwks()
+        if not jwks_cache["keys"]:
+            jwks_cache["fetched_at"] = -math.inf  # Better Auth was not up yet: let the first token fetch again
     try:
         yield
     finally:
