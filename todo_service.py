@@ -15,7 +15,9 @@ import math
 import os
 import re
 import secrets
+import signal
 import sqlite3
+import sys
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -166,6 +168,32 @@ if not log.handlers:
 SQL_DIR = Path(__file__).parent / "sql"
 
 
+# What a lost, refused or restarting database raises: the request is answered 503, and the
+# pool reconnects by itself on a later one. asyncpg's InternalClientError is what a pooled
+# connection raises when the server has closed it a moment ago and asyncpg has read the
+# server's goodbye but not yet the closed socket: it refuses to start the query at all.
+DATABASE_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,
+    sqlite3.OperationalError,
+)
+
+
+async def reset_or_drop(connection: asyncpg.Connection) -> None:
+    """Reset a connection going back to the pool; drop it instead if the server has just gone.
+
+    asyncpg's own reset raises into the request that merely gave the connection back, which
+    turned a query that had succeeded (a committed write) into a 500.
+    """
+    try:
+        await connection.reset()
+    except DATABASE_UNAVAILABLE:
+        connection.terminate()  # the pool opens a new one when it is next needed
+
+
 def connect_options(url: str) -> tuple[str, dict]:
     """The URL `databases` understands, and the pool options the URL's query asked for.
 
@@ -183,6 +211,7 @@ def connect_options(url: str) -> tuple[str, dict]:
         "statement_cache_size": DATABASE_STATEMENT_CACHE_SIZE,
         "timeout": 5,  # seconds to connect, so an outage answers 503 quickly instead of hanging
         "command_timeout": 30,
+        "reset": reset_or_drop,
     }
     for key, value in parse_qsl(parts.query):
         if key == "sslmode" and value in ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"):
@@ -380,7 +409,7 @@ def parse_jwks(document) -> dict[str, jwt.PyJWK]:
             continue
         try:
             key = jwt.PyJWK(entry)
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, TypeError, ValueError):  # PyJWT raises TypeError for an alg that is a list
             continue
         if key.algorithm_name in JWT_ALGORITHMS:
             keys[entry["kid"]] = key
@@ -393,7 +422,7 @@ async def fetch_jwks() -> None:
         response = await jwks_client.get(JWKS_URL)
         response.raise_for_status()
         keys = parse_jwks(response.json())
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.HTTPError, ValueError, RecursionError) as exc:
         log.warning("JWKS fetch failed (%s); keeping the %d keys known", type(exc).__name__, len(jwks_cache["keys"]))
         return
     jwks_cache["keys"] = keys
@@ -498,7 +527,7 @@ def valid_password(value: str) -> str:
     return no_nul(value)
 
 
-Email = Annotated[str, AfterValidator(valid_email), Field(max_length=320, json_schema_extra={"format": "email"})]
+Email = Annotated[str, AfterValidator(valid_email), Field(max_length=254, json_schema_extra={"format": "email"})]
 Password = Annotated[str, AfterValidator(valid_password), Field(min_length=8, max_length=MAX_PASSWORD_BYTES)]
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), AfterValidator(no_nul)]
 Description = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(no_nul)] | None
@@ -526,10 +555,19 @@ class TaskFields(BaseModel):
     completed: bool = False
 
 
+def changes_schema(schema: dict) -> None:
+    """Omitted means unchanged, not null: drop the `default: null` Pydantic writes, which is no
+    valid title or completed (OpenAPI validators reject it), and ask for one field at least."""
+    for field in schema["properties"].values():
+        if field.get("default", "") is None:
+            del field["default"]
+    schema["minProperties"] = 1
+
+
 class TaskChanges(BaseModel):
     # Omitted means unchanged; an explicit null title or completed is a 400, so their
     # types stay non-nullable and only the default is None.
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"minProperties": 1})
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=changes_schema)
     title: Title = None
     description: Description = None
     completed: bool = None
@@ -793,17 +831,6 @@ async def openapi(request: Request) -> Response:
 # ---------------------------------------------------------------------------------------
 # Exception handlers and middleware. Middleware answers with responses; endpoints raise.
 # ---------------------------------------------------------------------------------------
-
-# What a lost, refused or restarting database raises: the request is answered 503, and the
-# pool reconnects by itself on a later one.
-DATABASE_UNAVAILABLE = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    sqlite3.OperationalError,
-)
-
 
 async def problem_response(request: Request, exc: ProblemError) -> Response:
     return exc.response
@@ -1119,6 +1146,9 @@ app = Starlette(
 
 
 def main() -> None:
+    # After its graceful shutdown uvicorn raises the SIGTERM it caught again, under the handler
+    # that was there before it: make that a clean exit, so a platform's stop ends with status 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(
         app,
         host=HOST,
