@@ -46,7 +46,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 # ---------------------------------------------------------------------------------------
 # Settings: read once, each default in one place (README and .env.example mirror them).
@@ -202,7 +202,9 @@ def connect_options(url: str) -> tuple[str, dict]:
     """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        return url, {}
+        # SQLite lets one writer in at a time: under a burst, a writer waits its turn this
+        # many seconds (the default is 5) before the request gives up with a 503.
+        return url, {"timeout": 30}
     if parts.scheme not in ("postgresql", "postgres"):
         invalid_setting("DATABASE_URL", "must start with postgresql:// or sqlite:///")
     options = {
@@ -507,10 +509,26 @@ EMAIL_PATTERN = re.compile(
 )
 
 
+# The OpenAPI document states what these validators enforce, as JSON Schema patterns: no NUL,
+# and a title of 1 to 255 characters once str.strip() has taken the blanks around it (spelled
+# out, because \s means other characters in the ECMA regexes a frontend's validator runs).
+BLANKS = "\\u0009-\\u000d\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+BLANK, NOT_BLANK, NOT_NUL = f"[{BLANKS}]", f"[^\\u0000{BLANKS}]", "[^\\u0000]"
+NO_NUL_PATTERN = f"^{NOT_NUL}*$"
+TITLE_PATTERN = f"^{BLANK}*{NOT_BLANK}({NOT_NUL}{{0,253}}{NOT_BLANK})?{BLANK}*$"
+
+
 def no_nul(value: str | None) -> str | None:
     # PostgreSQL text cannot hold NUL, and C bcrypt implementations stop reading at it.
     if value is not None and "\x00" in value:
         raise ValueError("must not contain the NUL character")
+    return value
+
+
+def valid_title(value: str) -> str:
+    value = no_nul(value).strip()
+    if not 1 <= len(value) <= 255:
+        raise ValueError("must be 1 to 255 characters once the blanks around it are trimmed")
     return value
 
 
@@ -528,9 +546,11 @@ def valid_password(value: str) -> str:
 
 
 Email = Annotated[str, AfterValidator(valid_email), Field(max_length=254, json_schema_extra={"format": "email"})]
-Password = Annotated[str, AfterValidator(valid_password), Field(min_length=8, max_length=MAX_PASSWORD_BYTES)]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), AfterValidator(no_nul)]
-Description = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(no_nul)] | None
+Password = Annotated[
+    str, AfterValidator(valid_password), Field(min_length=8, max_length=MAX_PASSWORD_BYTES, json_schema_extra={"pattern": NO_NUL_PATTERN})
+]
+Title = Annotated[str, AfterValidator(valid_title), Field(json_schema_extra={"pattern": TITLE_PATTERN})]
+Description = Annotated[str, Field(max_length=10_000, json_schema_extra={"pattern": NO_NUL_PATTERN}), AfterValidator(no_nul)] | None
 
 
 class Signup(BaseModel):
@@ -710,7 +730,9 @@ async def login(request: Request) -> Response:
     body = await parse_body(request, Login)
     email = body.email.strip().lower()
     enforce_rate_limit("login_email", email)
-    user = await run("get_login", email=email)
+    # Only an address signup accepts can exist; anything else (a NUL, which PostgreSQL text
+    # cannot even hold) skips the lookup but still pays for the dummy hash.
+    user = await run("get_login", email=email) if EMAIL_PATTERN.fullmatch(email) else None
     password_hash = user["password_hash"] if user else DUMMY_PASSWORD_HASH
     if not await run_in_threadpool(password_matches, body.password, password_hash) or user is None:
         raise ProblemError(401, "The email or the password is wrong.")
@@ -843,7 +865,18 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
     detail = {404: "No such route.", 405: "This route does not take this method."}.get(exc.status_code, exc.detail)
-    return problem(exc.status_code, detail, exc.headers)
+    headers = {"Allow": allowed_methods(request.scope)} if exc.status_code == 405 else exc.headers
+    return problem(exc.status_code, detail, headers)
+
+
+def allowed_methods(scope) -> str:
+    """Every method the path takes (RFC 9110): Starlette's 405 names only those of one route."""
+    methods = set()
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
@@ -918,6 +951,8 @@ async def lifespan(app):
         log.warning("JWT_PRIVATE_KEY is not set: login tokens are signed with a key made for this process only")
     try:
         await database.connect()
+        if not IS_POSTGRES:
+            await run("use_write_ahead_log")
         await apply_migrations()
     except DATABASE_UNAVAILABLE as exc:
         raise SystemExit(f"todo-backend: DATABASE_URL: cannot reach the database ({type(exc).__name__}: {exc})") from None

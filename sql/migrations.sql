@@ -1,3 +1,8 @@
+-- name: use_write_ahead_log :one
+-- SQLite only, kept in the file: readers no longer wait for a writer, and a commit costs one
+-- append instead of a rewrite of the journal, so bursts of writes queue far less.
+PRAGMA journal_mode = WAL
+
 -- name: create_schema_migrations :exec
 -- One row per file of sql/schema/<database>/ that has run, so a later change is a new file.
 CREATE TABLE IF NOT EXISTS schema_migrations (
