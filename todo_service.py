@@ -8,6 +8,7 @@ share, handlers, middleware, the OpenAPI document, routes, and the app.
 
 import asyncio
 import base64
+import gc
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ import sys
 import time
 import uuid
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, NamedTuple
@@ -194,6 +195,28 @@ async def reset_or_drop(connection: asyncpg.Connection) -> None:
         connection.terminate()  # the pool opens a new one when it is next needed
 
 
+# timestamptz as it travels in binary, whatever the session's TimeZone or DateStyle (which
+# a pooler may not pass on): microseconds since 2000-01-01 UTC.
+POSTGRES_EPOCH = datetime(2000, 1, 1)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def timestamp_to_postgres(text: str) -> tuple[int]:
+    return ((datetime.fromisoformat(text).astimezone(UTC).replace(tzinfo=None) - POSTGRES_EPOCH) // MICROSECOND,)
+
+
+def timestamp_from_postgres(value: tuple[int]) -> str:
+    return (POSTGRES_EPOCH + value[0] * MICROSECOND).isoformat(timespec="microseconds") + "Z"
+
+
+async def timestamps_as_text(connection: asyncpg.Connection) -> None:
+    # Timestamps are RFC 3339 text in UTC from end to end, as SQLite keeps them: formatting
+    # asyncpg's aware datetimes cost a list request more than all the rest of its Python.
+    await connection.set_type_codec(
+        "timestamptz", schema="pg_catalog", encoder=timestamp_to_postgres, decoder=timestamp_from_postgres, format="tuple"
+    )
+
+
 def connect_options(url: str) -> tuple[str, dict]:
     """The URL `databases` understands, and the pool options the URL's query asked for.
 
@@ -214,6 +237,7 @@ def connect_options(url: str) -> tuple[str, dict]:
         "timeout": 5,  # seconds to connect, so an outage answers 503 quickly instead of hanging
         "command_timeout": 30,
         "reset": reset_or_drop,
+        "init": timestamps_as_text,
     }
     for key, value in parse_qsl(parts.query):
         if key == "sslmode" and value in ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"):
@@ -274,7 +298,7 @@ async def run(name: str, **params):
             if query.mode == "many":
                 return await driver.fetch(query.text, *args)
             return await driver.execute(query.text, *args)
-        args = {param: sqlite_value(params[param]) for param in query.params}
+        args = {param: params[param] for param in query.params}
         cursor = await driver.execute(query.text, args)
         columns = [column[0] for column in cursor.description or ()]
         rows = [dict(zip(columns, row)) for row in await cursor.fetchall()]
@@ -283,23 +307,13 @@ async def run(name: str, **params):
         return rows if query.mode == "many" else None
 
 
-def sqlite_value(value):
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def timestamp(value: datetime | str) -> str:
-    """ISO 8601 in UTC, whichever database the value came from (SQLite keeps text)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def utc_now() -> str:
+    """Now, as RFC 3339 text in UTC: what both databases store, and what the API shows."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def user_json(row) -> dict:
-    return {"id": row["id"], "email": row["email"], "created_at": timestamp(row["created_at"])}
+    return {"id": row["id"], "email": row["email"], "created_at": row["created_at"]}
 
 
 def task_json(row) -> dict:
@@ -309,8 +323,8 @@ def task_json(row) -> dict:
         "title": row["title"],
         "description": row["description"],
         "completed": bool(row["completed"]),
-        "created_at": timestamp(row["created_at"]),
-        "updated_at": timestamp(row["updated_at"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
     }
 
 
@@ -327,7 +341,7 @@ async def apply_migrations() -> None:
             async with database.connection() as connection:
                 for statement in schema_statements(path.read_text()):
                     await connection.raw_connection.execute(statement)
-            await run("record_migration", version=path.name, applied_at=utc_now().isoformat())
+            await run("record_migration", version=path.name, applied_at=utc_now())
             log.info("applied schema %s", path.name)
 
 
@@ -352,6 +366,16 @@ def password_matches(password: str, password_hash: str) -> bool:
         bcrypt.checkpw(b"", password_hash.encode())
         return False
     return bcrypt.checkpw(candidate, password_hash.encode())
+
+
+# bcrypt holds a core for a quarter of a second. Hashes take turns on all cores but one, so
+# that a burst of signups queues here instead of taking the CPU the event loop serves with.
+bcrypt_slots = asyncio.Semaphore(max(1, len(os.sched_getaffinity(0)) - 1))
+
+
+async def in_bcrypt_slot(function, *args):
+    async with bcrypt_slots:
+        return await run_in_threadpool(function, *args)
 
 
 # Checked when an email is unknown, so that login takes as long as for a known one.
@@ -450,11 +474,25 @@ async def verification_key(kid) -> jwt.PyJWK | None:
     return jwks_cache["keys"].get(kid)
 
 
+# Tokens verified already, by their exact text: a frontend sends one token with every request
+# of its lifetime, and checking its signature again costs more than the request's query. An
+# entry holds only while the token has not expired and its kid still names the very key that
+# verified it, so a key Better Auth drops or replaces ends its tokens here as it would uncached.
+verified_tokens: dict[str, tuple[str | None, jwt.PyJWK, int, float]] = {}
+VERIFIED_TOKENS_MAX = 10_000
+
+
 async def verified_user_id(token: str) -> int:
     """The user id a bearer token speaks for; jwt.InvalidTokenError for anything wrong with it."""
     if len(token) > MAX_TOKEN_CHARS:
         raise jwt.InvalidTokenError("token too long")
-    key = await verification_key(jwt.get_unverified_header(token).get("kid"))
+    if token in verified_tokens:
+        kid, key, user_id, expires_at = verified_tokens[token]
+        if time.time() < expires_at and await verification_key(kid) is key:
+            return user_id
+        verified_tokens.pop(token, None)
+    kid = jwt.get_unverified_header(token).get("kid")
+    key = await verification_key(kid)
     if key is None:
         raise jwt.InvalidTokenError("unknown kid")
     claims = jwt.decode(
@@ -473,6 +511,9 @@ async def verified_user_id(token: str) -> int:
     subject = claims["sub"]
     if not isinstance(subject, str) or not re.fullmatch(r"[1-9][0-9]{0,18}", subject) or int(subject) > MAX_ID:
         raise jwt.InvalidTokenError("sub is not a user id")
+    if len(verified_tokens) >= VERIFIED_TOKENS_MAX:
+        verified_tokens.pop(next(iter(verified_tokens)))  # the oldest entry
+    verified_tokens[token] = (kid, key, int(subject), claims["exp"] + CLOCK_LEEWAY_SECONDS)
     return int(subject)
 
 
@@ -717,7 +758,7 @@ async def signup(request: Request) -> Response:
     """Create an account; only the password's bcrypt hash is stored."""
     enforce_rate_limit("signup", client_address(request))
     body = await parse_body(request, Signup)
-    password_hash = await run_in_threadpool(hash_password, body.password)
+    password_hash = await in_bcrypt_slot(hash_password, body.password)
     user = await run("insert_user", email=body.email, password_hash=password_hash, now=utc_now())
     if user is None:
         raise ProblemError(409, "An account with this email already exists.")
@@ -734,7 +775,7 @@ async def login(request: Request) -> Response:
     # cannot even hold) skips the lookup but still pays for the dummy hash.
     user = await run("get_login", email=email) if EMAIL_PATTERN.fullmatch(email) else None
     password_hash = user["password_hash"] if user else DUMMY_PASSWORD_HASH
-    if not await run_in_threadpool(password_matches, body.password, password_hash) or user is None:
+    if not await in_bcrypt_slot(password_matches, body.password, password_hash) or user is None:
         raise ProblemError(401, "The email or the password is wrong.")
     return JSONResponse(
         {
@@ -960,6 +1001,9 @@ async def lifespan(app):
         await fetch_jwks()
         if not jwks_cache["keys"]:
             jwks_cache["fetched_at"] = -math.inf  # Better Auth was not up yet: let the first token fetch again
+    # What exists now lives as long as the process: a full garbage collection that walks it
+    # all again pauses every request in flight for tens of milliseconds.
+    gc.freeze()
     try:
         yield
     finally:

@@ -15,6 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -431,6 +432,7 @@ def tls_cluster():
     with private_cluster(ssl=True, password_auth=True) as cluster:
         cluster.sql(f"CREATE ROLE {NEON_USER} LOGIN PASSWORD '{NEON_PASSWORD}'")
         cluster.sql(f"CREATE DATABASE {NEON_DATABASE} OWNER {NEON_USER}")
+        cluster.sql(f"ALTER DATABASE {NEON_DATABASE} SET timezone TO 'America/St_Johns'")  # UTC-03:30
         yield cluster
 
 
@@ -511,6 +513,7 @@ def pooled_service(issuer, tmp_path_factory):
     directory = tmp_path_factory.mktemp("pooled")
     with private_cluster() as cluster:
         cluster.sql("CREATE DATABASE pooled")
+        cluster.sql("ALTER DATABASE pooled SET timezone TO 'Asia/Kolkata'")  # UTC+05:30
         with pgbouncer(cluster, "pooled", "transaction", BOUNCER_SERVER_POOL) as bouncer:
             env = service_environment(bouncer.url("pooled"), issuer, DATABASE_STATEMENT_CACHE_SIZE="0")
             with running_service(env, directory / "service.log") as service:
@@ -559,3 +562,19 @@ def test_through_pgbouncer_in_transaction_mode_concurrent_traffic_all_succeeds(p
     assert [tuple(row) for row in rows] == [(f"pooled{n}@example.com", iterations, True) for n in range(4)]
     # And the traffic really went through PgBouncer's few shared server connections.
     assert len(service_backends(pooled_service.cluster, "pooled")) <= BOUNCER_SERVER_POOL
+
+
+@pytest.mark.parametrize(("service_fixture", "database"), [("neon_service", NEON_DATABASE), ("pooled_service", "pooled")], ids=["tls", "pgbouncer"])
+def test_timestamps_are_utc_whatever_time_zone_the_database_defaults_to(request, service_fixture, database):
+    """Both databases default to a time zone half an hour off any whole-hour one."""
+    service = request.getfixturevalue(service_fixture)
+    response = httpx.post(f"{service.url}/api/auth/signup", json={"email": "zoned@example.com", "password": PASSWORD}, timeout=REQUEST_TIMEOUT)
+    assert response.status_code == 201, response.text
+    created_at = response.json()["created_at"]
+    cluster = service.cluster if service_fixture == "pooled_service" else request.getfixturevalue("tls_cluster")
+    [stored] = cluster.sql(
+        """SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') FROM users WHERE email = 'zoned@example.com'""",
+        database=database,
+    )
+    assert created_at == stored[0]
+    assert abs(datetime.fromisoformat(created_at) - datetime.now(UTC)) < timedelta(seconds=60)

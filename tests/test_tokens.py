@@ -613,10 +613,11 @@ def test_a_burst_of_unknown_kids_fetches_the_jwks_at_most_once_in_30_seconds(sta
 # A service fetches the JWKS when it starts and then refetches for an unknown kid at most
 # once per 30 s, so whatever a rotation or an outage changes is seen only 30 s after its
 # last fetch. Three services share one wait on SQLite (the JWKS cache is the same whatever
-# the database): `rotating` and `outage` start knowing the issuer's key A; then the issuer
-# rotates to B (A still published) and goes down, and `recovering` starts during the outage,
-# knowing no key. After the wait, `outage` tries to refetch while the issuer is still down;
-# then the issuer comes back and `recovering` and `rotating` refetch. Each test below
+# the database): `rotating` and `outage` start knowing the issuer's keys A and D, and
+# `rotating` accepts one token signed with D; then the issuer rotates to B (A still
+# published) and goes down, and `recovering` starts during the outage, knowing no key.
+# After the wait, `outage` tries to refetch while the issuer is still down; then the issuer
+# comes back without D, and `recovering` and `rotating` refetch. Each test below
 # checks one observation of this timeline. `rotating` reaches the JWKS through a relay that
 # answers after half a second, as a distant Better Auth might, so that its burst of
 # requests arrives while its one fetch is still under way.
@@ -676,7 +677,14 @@ def timeline(issuer, tmp_path_factory):
     try:
         with ExitStack() as stack:
             old_kid = issuer.current_kid
+            dropped_kid = uuid.uuid4().hex
+            issuer.keys[dropped_kid] = Ed25519PrivateKey.generate()
             rotating = start(stack, "rotating", JWKS_URL=slow_relay(stack, issuer, delay=0.5))
+            token_d = signed(claims_for(rotating.user_id), issuer.keys[dropped_kid], kid=dropped_kid)
+            seen["rotating: D while published"] = ask(rotating, issuer, token_d)
+            # expired 27 s ago: inside the 30 s clock leeway now, outside it after the wait
+            token_expiring = signed(claims_for(rotating.user_id, exp=int(time.time()) - 27), issuer.keys[old_kid], kid=old_kid)
+            seen["rotating: a token in its last seconds"] = ask(rotating, issuer, token_expiring)
             outage = start(stack, "outage")
             new_kid = issuer.rotate()  # A stays published beside B
             issuer.up = False
@@ -687,15 +695,18 @@ def timeline(issuer, tmp_path_factory):
             seen["rotating: B within 30 s of its fetch"] = ask(rotating, issuer, token_b(rotating))
 
             time.sleep(max(0.0, last_fetch + JWKS_REFETCH_SECONDS + 1 - time.monotonic()))
+            seen["rotating: the same token once expired"] = ask(rotating, issuer, token_expiring)
 
             seen["outage: B after 30 s, issuer still down"] = ask(outage, issuer, token_b(outage))
             seen["outage: A after its failed refetch"] = ask(outage, issuer, token_a(outage))
             issuer.up = True
+            del issuer.keys[dropped_kid]
             seen["recovering: B after 30 s, issuer back"] = ask(recovering, issuer, token_b(recovering))
             before = issuer.fetches
             burst = [token_b(rotating), *(foreign_token() for _ in range(19))]
             seen["rotating: burst after 30 s"] = Seen(statuses=send_all(rotating.url, burst), fetches=issuer.fetches - before)
             seen["rotating: A after the refetch"] = ask(rotating, issuer, token_a(rotating))
+            seen["rotating: the same D token after a refetch without D"] = ask(rotating, issuer, token_d)
             seen["outage: B within 30 s of its failed refetch"] = ask(outage, issuer, token_b(outage))
     finally:
         issuer.keys, issuer.current_kid, issuer.up = saved_keys, saved_kid, True
@@ -735,6 +746,19 @@ def test_after_a_rotation_a_token_with_the_new_kid_is_accepted_once_30_seconds_h
 def test_after_a_rotation_the_old_key_keeps_working_while_still_published(timeline):
     seen = timeline["rotating: A after the refetch"]
     assert (seen.status, seen.fetches) == (200, 0)
+
+
+def test_a_token_accepted_before_its_key_was_dropped_is_401_once_the_jwks_is_refetched(timeline):
+    """Accepted tokens are remembered, but never past the key that verified them."""
+    assert timeline["rotating: D while published"].status == 200
+    seen = timeline["rotating: the same D token after a refetch without D"]
+    assert seen.fetches == 0
+    assert_seen_rejected(seen)
+
+
+def test_a_token_accepted_before_it_expired_is_401_after(timeline):
+    assert timeline["rotating: a token in its last seconds"].status == 200
+    assert_seen_rejected(timeline["rotating: the same token once expired"])
 
 
 def test_within_30_seconds_of_a_fetch_a_new_kid_does_not_refetch(timeline):
