@@ -152,15 +152,22 @@ class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {"time": self.formatTime(record), "level": record.levelname.lower(), "message": record.getMessage()}
         line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            # The exception's name, never its text or traceback: a driver's message may quote
+            # the query's arguments.
+            line["error"] = record.exc_info[0].__name__
         return json.dumps(line, default=str)
 
 
-if not log.handlers:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLines())
-    log.addHandler(handler)
-    log.setLevel(LOG_LEVEL.upper())
-    log.propagate = False
+# Every line the process writes is JSON: uvicorn's own (main() keeps uvicorn from configuring
+# logging), and asyncpg's pool, which reports each failed reconnect during an outage.
+for logger in (log, logging.getLogger("uvicorn"), logging.getLogger("asyncpg")):
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonLines())
+        logger.addHandler(handler)
+        logger.setLevel(LOG_LEVEL.upper())
+        logger.propagate = False
 
 # ---------------------------------------------------------------------------------------
 # Database and SQL: named queries from sql/*.sql, loaded once.
@@ -1233,6 +1240,7 @@ def main() -> None:
         host=HOST,
         port=PORT,
         log_level=LOG_LEVEL,
+        log_config=None,
         access_log=False,  # request_log writes the one line per request
         proxy_headers=bool(TRUSTED_PROXIES),
         forwarded_allow_ips=TRUSTED_PROXIES or None,

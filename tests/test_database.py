@@ -419,6 +419,14 @@ def test_no_request_ended_in_an_unhandled_exception_through_the_outages(outage):
     assert log_problems(outage.log) == []
 
 
+def test_through_the_outages_every_log_line_is_one_json_object(outage):
+    """Failed reconnects included: a log pipeline reads one record per line, no traceback."""
+    lines = outage.log.splitlines()
+    assert any('"error": "ConnectionRefusedError"' in line or '"error": "CannotConnectNowError"' in line for line in lines)
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
+
+
 # ---------------------------------------------------------------------------------------
 # TLS: a URL as Neon's console gives it, and a server that cannot do TLS.
 # ---------------------------------------------------------------------------------------
