@@ -191,11 +191,15 @@ DATABASE_UNAVAILABLE = (
 
 
 async def reset_or_drop(connection: asyncpg.Connection) -> None:
-    """Reset a connection going back to the pool; drop it instead if the server has just gone.
+    """Roll back what a request left open on a connection going back to the pool, or drop it.
 
-    asyncpg's own reset raises into the request that merely gave the connection back, which
-    turned a query that had succeeded (a committed write) into a 500.
+    The service sets no session state (no SET, LISTEN or session advisory lock), so asyncpg's
+    full reset, a round trip on every release, is needed only for an open transaction. And
+    that reset raised into the request that merely gave the connection back when the server
+    had just gone, which turned a query that had succeeded (a committed write) into a 500.
     """
+    if not connection.is_in_transaction():
+        return
     try:
         await connection.reset()
     except DATABASE_UNAVAILABLE:
