@@ -291,6 +291,12 @@ def load_queries(directory: Path) -> dict[str, Query]:
 
 QUERIES = load_queries(SQL_DIR)
 
+# asyncpg's pool gives a returned connection to whichever request asks next, not to the one
+# that has waited longest (its queue lets a newcomer barge in), so under load a few requests
+# waited hundreds of milliseconds. These slots, one per pooled connection, are first come,
+# first served.
+database_slots = asyncio.Semaphore(DATABASE_POOL_SIZE)
+
 
 async def run(name: str, **params):
     """Run a named query on this task's connection (inside its transaction, if one is open).
@@ -300,7 +306,7 @@ async def run(name: str, **params):
     parameter is a KeyError here instead of a silent NULL.
     """
     query = QUERIES[name]
-    async with database.connection() as connection:
+    async with database_slots, database.connection() as connection:
         driver = connection.raw_connection
         if IS_POSTGRES:
             args = [params[param] for param in query.params]
