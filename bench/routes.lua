@@ -1,0 +1,91 @@
+-- wrk script: one route of the API, for many users.
+--
+--   wrk ... http://127.0.0.1:PORT -- ROUTE ROWS_FILE PREFIX
+--
+-- ROUTE is list, get, create, patch, complete or signup. ROWS_FILE holds one
+-- `user_id token task_id` line per seeded user (bench/seed.py writes it); each request
+-- takes the next line, so the load rotates over every user's token and tasks.
+-- PREFIX makes signup emails unique across runs and phases.
+-- done() prints one `BENCH_JSON {...}` line that bench/report.py reads.
+
+local route, prefix
+local requests = {} -- prebuilt per row, for every route but signup
+local index = 0
+local counter = 0
+local thread_number = 0
+
+-- setup() runs in wrk's main Lua state; thread:set() makes a global in the thread's own.
+local next_thread = 0
+
+function setup(thread)
+    next_thread = next_thread + 1
+    thread:set("bench_thread_id", next_thread)
+end
+
+local function json_headers(token)
+    return { ["Authorization"] = token, ["Content-Type"] = "application/json" }
+end
+
+function init(args)
+    route, prefix = args[1], args[3] or "bench"
+    local build = {
+        list = function(user, token, task)
+            return wrk.format("GET", "/api/" .. user .. "/tasks", { ["Authorization"] = token })
+        end,
+        get = function(user, token, task)
+            return wrk.format("GET", "/api/" .. user .. "/tasks/" .. task, { ["Authorization"] = token })
+        end,
+        create = function(user, token, task)
+            return wrk.format("POST", "/api/" .. user .. "/tasks", json_headers(token),
+                '{"title":"bench created","description":"made by bench/routes.lua"}')
+        end,
+        patch = function(user, token, task)
+            return wrk.format("PATCH", "/api/" .. user .. "/tasks/" .. task, json_headers(token),
+                '{"title":"bench renamed"}')
+        end,
+        complete = function(user, token, task)
+            return wrk.format("PATCH", "/api/" .. user .. "/tasks/" .. task .. "/complete", json_headers(token),
+                '{"completed":true}')
+        end,
+    }
+    if route ~= "signup" then
+        if build[route] == nil then
+            error("unknown route " .. tostring(route))
+        end
+        for line in io.lines(args[2]) do
+            local user, token, task = line:match("^(%d+)%s+(%S+)%s+(%d+)$")
+            if user then
+                table.insert(requests, build[route](user, "Bearer " .. token, task))
+            end
+        end
+        if #requests == 0 then
+            error("no rows in " .. tostring(args[2]))
+        end
+        -- Threads start at different users.
+        index = ((bench_thread_id or 1) - 1) * 97 % #requests
+    end
+    thread_number = bench_thread_id or 1
+end
+
+function request()
+    if route == "signup" then
+        counter = counter + 1
+        local body = string.format('{"email":"%s-%d-%d@bench.example.com","password":"bench password 42"}',
+            prefix, thread_number, counter)
+        return wrk.format("POST", "/api/auth/signup", { ["Content-Type"] = "application/json" }, body)
+    end
+    index = index % #requests + 1
+    return requests[index]
+end
+
+function done(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format(
+        'BENCH_JSON {"requests":%d,"duration_us":%d,"bytes":%d,' ..
+        '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
+        '"latency_us":{"mean":%.1f,"stdev":%.1f,"max":%d,"p50":%d,"p90":%d,"p99":%d,"p999":%d}}\n',
+        summary.requests, summary.duration, summary.bytes,
+        e.connect, e.read, e.write, e.status, e.timeout,
+        latency.mean, latency.stdev, latency.max,
+        latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9)))
+end
