@@ -696,17 +696,29 @@ TASK_NOT_FOUND = "No such task for this user."
 # ---------------------------------------------------------------------------------------
 
 
-def caller_id(request: Request) -> int:
-    """The user id from the verified bearer token (the authentication middleware put it there)."""
-    user_id = request.scope.get("user_id")
-    if user_id is None:
+async def caller_id(request: Request) -> int:
+    """The user id of the verified bearer token.
+
+    Only the routes that need a caller read the token: a frontend that sends its expired
+    token with every request can still log in, and a health check never fetches a JWKS.
+    """
+    authorization = request.headers.get("authorization")
+    if authorization is None:
         raise ProblemError(401, "Send an access token: Authorization: Bearer <token>.", NOT_SIGNED_IN)
+    scheme, _, token = authorization.strip().partition(" ")
+    try:
+        if scheme.lower() != "bearer":
+            raise jwt.InvalidTokenError("not a bearer token")
+        user_id = await verified_user_id(token.strip())
+    except jwt.InvalidTokenError:
+        raise ProblemError(401, "The access token is invalid or has expired.", INVALID_TOKEN) from None
+    request.scope["user_id"] = user_id  # for the request log
     return user_id
 
 
-def owner_id(request: Request) -> int:
+async def owner_id(request: Request) -> int:
     """The caller's id, when the path's {user_id} is the caller; the owner in every task query."""
-    user_id = caller_id(request)
+    user_id = await caller_id(request)
     path_user_id = request.path_params["user_id"]
     if not 0 < path_user_id <= MAX_ID:
         raise ProblemError(404, "No such user.")
@@ -812,7 +824,7 @@ async def signing_keys(request: Request) -> Response:
 
 async def me(request: Request) -> Response:
     """The account the access token speaks for."""
-    user = await run("get_user", user_id=caller_id(request))
+    user = await run("get_user", user_id=await caller_id(request))
     if user is None:
         raise ProblemError(404, "No such user.")
     return JSONResponse(user_json(user))
@@ -820,7 +832,7 @@ async def me(request: Request) -> Response:
 
 async def list_tasks(request: Request) -> Response:
     """The caller's tasks, newest first."""
-    user_id = owner_id(request)
+    user_id = await owner_id(request)
     rows = await run("list_tasks", user_id=user_id, **list_query(request))
     if not rows and await run("get_user", user_id=user_id) is None:
         raise ProblemError(404, "No such user.")
@@ -829,7 +841,7 @@ async def list_tasks(request: Request) -> Response:
 
 async def create_task(request: Request) -> Response:
     """Add a task for the caller."""
-    user_id = owner_id(request)
+    user_id = await owner_id(request)
     body = await parse_body(request, TaskFields)
     task = await run("insert_task", user_id=user_id, now=utc_now(), **body.model_dump())
     if task is None:
@@ -839,7 +851,7 @@ async def create_task(request: Request) -> Response:
 
 async def get_task(request: Request) -> Response:
     """One of the caller's tasks."""
-    task = await run("get_task", user_id=owner_id(request), task_id=path_task_id(request))
+    task = await run("get_task", user_id=await owner_id(request), task_id=path_task_id(request))
     if task is None:
         raise ProblemError(404, TASK_NOT_FOUND)
     return JSONResponse(task_json(task))
@@ -847,7 +859,7 @@ async def get_task(request: Request) -> Response:
 
 async def replace_task(request: Request) -> Response:
     """Replace a task whole: omitted optional fields go back to their defaults."""
-    user_id = owner_id(request)
+    user_id = await owner_id(request)
     body = await parse_body(request, TaskFields)
     task = await run("replace_task", user_id=user_id, task_id=path_task_id(request), now=utc_now(), **body.model_dump())
     if task is None:
@@ -857,7 +869,7 @@ async def replace_task(request: Request) -> Response:
 
 async def update_task(request: Request) -> Response:
     """Change the fields the body names, and only those."""
-    user_id = owner_id(request)
+    user_id = await owner_id(request)
     body = await parse_body(request, TaskChanges)
     if not body.model_fields_set:
         raise ProblemError(400, "Name at least one of title, description, completed.", errors=[{"field": "body", "message": "must not be empty"}])
@@ -876,7 +888,7 @@ async def update_task(request: Request) -> Response:
 
 async def set_completed(request: Request) -> Response:
     """Mark a task done or not done."""
-    user_id = owner_id(request)
+    user_id = await owner_id(request)
     body = await parse_body(request, Completion)
     task = await run("set_task_completed", user_id=user_id, task_id=path_task_id(request), completed=body.completed, now=utc_now())
     if task is None:
@@ -886,7 +898,7 @@ async def set_completed(request: Request) -> Response:
 
 async def delete_task(request: Request) -> Response:
     """Delete one of the caller's tasks."""
-    deleted = await run("delete_task", user_id=owner_id(request), task_id=path_task_id(request))
+    deleted = await run("delete_task", user_id=await owner_id(request), task_id=path_task_id(request))
     if deleted is None:
         raise ProblemError(404, TASK_NOT_FOUND)
     return Response(status_code=204)
@@ -939,25 +951,6 @@ def allowed_methods(scope) -> str:
 
 async def server_error(request: Request, exc: Exception) -> Response:
     return problem(500, "Something went wrong on our side; it has been logged.")
-
-
-def authentication(app):
-    """Verify the bearer token, when one is sent, before routing. A bad token is a 401 anywhere."""
-
-    async def middleware(scope, receive, send):
-        authorization = Headers(scope=scope).get("authorization") if scope["type"] == "http" else None
-        if authorization is not None:
-            scheme, _, token = authorization.strip().partition(" ")
-            try:
-                if scheme.lower() != "bearer":
-                    raise jwt.InvalidTokenError("not a bearer token")
-                scope["user_id"] = await verified_user_id(token.strip())
-            except jwt.InvalidTokenError:
-                response = problem(401, "The access token is invalid or has expired.", INVALID_TOKEN)
-                return await response(scope, receive, send)
-        await app(scope, receive, send)
-
-    return middleware
 
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -1229,7 +1222,6 @@ app = Starlette(
             expose_headers=["Location", "Retry-After", "X-Request-ID"],
             max_age=600,
         ),
-        Middleware(authentication),
     ],
     exception_handlers={
         ProblemError: problem_response,
