@@ -604,8 +604,9 @@ def valid_password(value: str) -> str:
 
 
 Email = Annotated[str, AfterValidator(valid_email), Field(max_length=254, json_schema_extra={"format": "email"})]
+# JSON Schema counts characters, not bytes: 8 to 72 bytes of UTF-8 take 2 to 72 characters.
 Password = Annotated[
-    str, AfterValidator(valid_password), Field(min_length=8, max_length=MAX_PASSWORD_BYTES, json_schema_extra={"pattern": NO_NUL_PATTERN})
+    str, AfterValidator(valid_password), Field(min_length=2, max_length=MAX_PASSWORD_BYTES, json_schema_extra={"pattern": NO_NUL_PATTERN})
 ]
 Title = Annotated[str, AfterValidator(valid_title), Field(json_schema_extra={"pattern": TITLE_PATTERN})]
 Description = Annotated[str, Field(max_length=10_000, json_schema_extra={"pattern": NO_NUL_PATTERN}), AfterValidator(no_nul)] | None

@@ -64,6 +64,12 @@ def test_signup_accepts_a_72_byte_password(client):
     assert signup(client, "seventytwo@example.com", "é" * 36).status_code == 201
 
 
+@pytest.mark.parametrize("password", ["éééé", "🙂🙂"], ids=["4-characters", "2-characters"])
+def test_signup_accepts_an_8_byte_password_of_fewer_characters(client, password):
+    """The rule is 8 bytes of UTF-8, not 8 characters."""
+    assert signup(client, f"{len(password)}chars@example.com", password).status_code == 201
+
+
 def test_login_returns_a_bearer_token_for_the_user(client, service):
     created = signup(client, "erin@example.com", "erin-password").json()
     response = client.post("/api/auth/login", json={"email": "ERIN@example.com", "password": "erin-password"})
