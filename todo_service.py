@@ -348,7 +348,11 @@ def task_json(row) -> dict:
 async def apply_migrations() -> None:
     """Run each file of sql/schema/<database>/ that has not run yet, each in one transaction."""
     schema_dir = SQL_DIR / "schema" / ("postgresql" if IS_POSTGRES else "sqlite")
-    await run("create_schema_migrations")
+    async with database.transaction():
+        # Under the lock too: two replicas creating the table at once, one of them fails.
+        if IS_POSTGRES:
+            await run("lock_schema_migrations")
+        await run("create_schema_migrations")
     for path in sorted(schema_dir.glob("*.sql")):
         async with database.transaction():
             if IS_POSTGRES:

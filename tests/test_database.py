@@ -7,6 +7,7 @@ The outage scenario runs once per module and records what a client saw; each tes
 asserts one behaviour of that record.
 """
 
+import asyncio
 import json
 import re
 import subprocess
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import httpx
 import pytest
 
@@ -480,6 +482,37 @@ def plain_cluster():
     require("initdb", "pg_ctl")
     with private_cluster(ssl=False) as cluster:
         yield cluster
+
+
+def named_sql(name: str) -> str:
+    """A query of sql/migrations.sql, as the service runs it."""
+    block = (ROOT / "sql" / "migrations.sql").read_text().split(f"-- name: {name} ")[1].split("-- name: ")[0]
+    return "\n".join(line for line in block.splitlines()[1:] if not line.startswith("--"))
+
+
+def test_a_replica_starting_while_another_creates_the_schema_waits_for_it_then_serves(plain_cluster, issuer, tmp_path):
+    plain_cluster.sql("CREATE DATABASE replicas")
+    url = plain_cluster.url("replicas")
+    first_replica_is_creating = threading.Event()
+
+    async def first_replica():
+        connection = await asyncpg.connect(url)
+        async with connection.transaction():
+            await connection.execute(named_sql("lock_schema_migrations"))
+            await connection.execute(named_sql("create_schema_migrations"))
+            first_replica_is_creating.set()
+            await asyncio.sleep(2)  # the second replica starts meanwhile
+        await connection.close()
+
+    first = threading.Thread(target=asyncio.run, args=(first_replica(),))
+    first.start()
+    assert first_replica_is_creating.wait(REQUEST_TIMEOUT)
+    with running_service(service_environment(url, issuer), tmp_path / "service.log") as second:
+        response = httpx.post(f"{second.url}/api/auth/signup", json={"email": "replica@example.com", "password": PASSWORD}, timeout=REQUEST_TIMEOUT)
+        assert response.status_code == 201, response.text
+    first.join()
+    applied = [row["version"] for row in plain_cluster.sql("SELECT version FROM schema_migrations ORDER BY version", database="replicas")]
+    assert applied == sorted(path.name for path in (ROOT / "sql" / "schema" / "postgresql").glob("*.sql"))
 
 
 def test_sslmode_require_against_a_server_without_tls_refuses_to_start_naming_database_url(plain_cluster, issuer, tmp_path):
