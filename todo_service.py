@@ -37,7 +37,7 @@ import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dotenv import load_dotenv
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
@@ -150,7 +150,8 @@ class JsonLines(logging.Formatter):
     """One JSON object a line, so a log pipeline needs no parser of its own."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"time": self.formatTime(record), "level": record.levelname.lower(), "message": record.getMessage()}
+        logged_at = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        line = {"time": logged_at, "level": record.levelname.lower(), "message": record.getMessage()}
         line.update(getattr(record, "fields", {}))
         if record.exc_info:
             # The exception's name, never its text or traceback: a driver's message may quote
@@ -190,20 +191,14 @@ DATABASE_UNAVAILABLE = (
 )
 
 
-async def reset_or_drop(connection: asyncpg.Connection) -> None:
-    """Roll back what a request left open on a connection going back to the pool, or drop it.
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset of a connection coming back: nothing to do.
 
-    The service sets no session state (no SET, LISTEN or session advisory lock), so asyncpg's
-    full reset, a round trip on every release, is needed only for an open transaction. And
-    that reset raised into the request that merely gave the connection back when the server
-    had just gone, which turned a query that had succeeded (a committed write) into a 500.
+    asyncpg has already rolled back any open transaction when it calls this. Its default
+    reset would go on to clear session state the service never sets (SET, LISTEN, advisory
+    locks): a round trip on every release, and one that, when the server had just gone,
+    raised into a request whose query had succeeded (a committed write answered 500).
     """
-    if not connection.is_in_transaction():
-        return
-    try:
-        await connection.reset()
-    except DATABASE_UNAVAILABLE:
-        connection.terminate()  # the pool opens a new one when it is next needed
 
 
 # timestamptz as it travels in binary, whatever the session's TimeZone or DateStyle (which
@@ -247,7 +242,7 @@ def connect_options(url: str) -> tuple[str, dict]:
         "statement_cache_size": DATABASE_STATEMENT_CACHE_SIZE,
         "timeout": 5,  # seconds to connect, so an outage answers 503 quickly instead of hanging
         "command_timeout": 30,
-        "reset": reset_or_drop,
+        "reset": keep_session,
         "init": timestamps_as_text,
     }
     for key, value in parse_qsl(parts.query):
@@ -294,7 +289,8 @@ QUERIES = load_queries(SQL_DIR)
 # asyncpg's pool gives a returned connection to whichever request asks next, not to the one
 # that has waited longest (its queue lets a newcomer barge in), so under load a few requests
 # waited hundreds of milliseconds. These slots, one per pooled connection, are first come,
-# first served.
+# first served. A slot is held for one query: no request opens a transaction, which would
+# hold its connection between queries without a slot.
 database_slots = asyncio.Semaphore(DATABASE_POOL_SIZE)
 
 
@@ -391,7 +387,8 @@ def password_matches(password: str, password_hash: str) -> bool:
 
 # bcrypt holds a core for a quarter of a second. Hashes take turns on all cores but one, so
 # that a burst of signups queues here instead of taking the CPU the event loop serves with.
-bcrypt_slots = asyncio.Semaphore(max(1, len(os.sched_getaffinity(0)) - 1))
+usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS has no affinity
+bcrypt_slots = asyncio.Semaphore(max(1, usable_cores - 1))
 
 
 async def in_bcrypt_slot(function, *args):
