@@ -998,45 +998,6 @@ def request_log(app):
     return middleware
 
 
-@asynccontextmanager
-async def lifespan(app):
-    if not JWT_PRIVATE_KEY:
-        log.warning("JWT_PRIVATE_KEY is not set: login tokens are signed with a key made for this process only")
-    try:
-        await database.connect()
-        if not IS_POSTGRES:
-            await run("use_write_ahead_log")
-        await apply_migrations()
-    except DATABASE_UNAVAILABLE as exc:
-        raise SystemExit(f"todo-backend: DATABASE_URL: cannot reach the database ({type(exc).__name__}: {exc})") from None
-    if JWKS_URL:
-        await fetch_jwks()
-        if not jwks_cache["keys"]:
-            jwks_cache["fetched_at"] = -math.inf  # Better Auth was not up yet: let the first token fetch again
-    # What exists now lives as long as the process: a full garbage collection that walks it
-    # all again pauses every request in flight for tens of milliseconds.
-    gc.freeze()
-    try:
-        yield
-    finally:
-        await jwks_client.aclose()
-        await database.disconnect()
-
-
-class IdConvertor(Convertor):
-    """Path ids: digits, at most 19 of them (a longer number is no route, 404, never an overflow)."""
-
-    regex = "[0-9]{1,19}"
-
-    def convert(self, value: str) -> int:
-        return int(value)
-
-    def to_string(self, value: int) -> str:
-        return str(value)
-
-
-register_url_convertor("id", IdConvertor())
-
 # ---------------------------------------------------------------------------------------
 # The OpenAPI document: request schemas from the body models, the rest written out here.
 # ---------------------------------------------------------------------------------------
@@ -1189,6 +1150,22 @@ def openapi_document(routes: list[Route]) -> dict:
 # Routes: the whole API.
 # ---------------------------------------------------------------------------------------
 
+
+class IdConvertor(Convertor):
+    """Path ids: digits, at most 19 of them (a longer number is no route, 404, never an overflow)."""
+
+    regex = "[0-9]{1,19}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", IdConvertor())
+
+
 routes = [
     Route("/api/auth/signup", signup, methods=["POST"]),
     Route("/api/auth/login", login, methods=["POST"]),
@@ -1211,6 +1188,32 @@ OPENAPI_DOCUMENT = openapi_document(routes)
 # ---------------------------------------------------------------------------------------
 # The app.
 # ---------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def lifespan(app):
+    if not JWT_PRIVATE_KEY:
+        log.warning("JWT_PRIVATE_KEY is not set: login tokens are signed with a key made for this process only")
+    try:
+        await database.connect()
+        if not IS_POSTGRES:
+            await run("use_write_ahead_log")
+        await apply_migrations()
+    except DATABASE_UNAVAILABLE as exc:
+        raise SystemExit(f"todo-backend: DATABASE_URL: cannot reach the database ({type(exc).__name__}: {exc})") from None
+    if JWKS_URL:
+        await fetch_jwks()
+        if not jwks_cache["keys"]:
+            jwks_cache["fetched_at"] = -math.inf  # Better Auth was not up yet: let the first token fetch again
+    # What exists now lives as long as the process: a full garbage collection that walks it
+    # all again pauses every request in flight for tens of milliseconds.
+    gc.freeze()
+    try:
+        yield
+    finally:
+        await jwks_client.aclose()
+        await database.disconnect()
+
 
 app = Starlette(
     routes=routes,
