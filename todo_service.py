@@ -387,7 +387,8 @@ def password_matches(password: str, password_hash: str) -> bool:
 
 # bcrypt holds a core for a quarter of a second. Hashes take turns on all cores but one, so
 # that a burst of signups queues here instead of taking the CPU the event loop serves with.
-usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS has no affinity
+# The cores this process may use, where the system says (Linux); macOS has no affinity call.
+usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 bcrypt_slots = asyncio.Semaphore(max(1, usable_cores - 1))
 
 
