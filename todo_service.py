@@ -1,8 +1,9 @@
 """todo-backend: accounts and per-user tasks for a Next.js + Better Auth frontend.
 
 Read top to bottom, in the order a request meets it: settings, database and SQL,
-security (passwords, tokens, JWKS, rate limits), body schemas, errors, the steps handlers
-share, handlers, middleware, the OpenAPI document, routes, and the app.
+security (passwords, tokens, JWKS, linked accounts, the authentication middleware, rate
+limits), body schemas, errors, the steps handlers share, handlers, the request log, the
+OpenAPI document, routes, and the app.
 `uv run todo_service.py` serves it; every setting comes from the environment (or `.env`).
 """
 
@@ -368,7 +369,8 @@ def schema_statements(script: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------
-# Security: passwords, the service's own tokens, Better Auth's JWKS, rate limits.
+# Security: passwords, the service's own tokens, Better Auth's JWKS, the account a token
+# speaks for, the authentication middleware, rate limits.
 # ---------------------------------------------------------------------------------------
 
 
@@ -493,16 +495,50 @@ async def verification_key(kid) -> jwt.PyJWK | None:
     return jwks_cache["keys"].get(kid)
 
 
-# Tokens verified already, by their exact text: a frontend sends one token with every request
-# of its lifetime, and checking its signature again costs more than the request's query. An
-# entry holds only while the token has not expired and its kid still names the very key that
-# verified it, so a key Better Auth drops or replaces ends its tokens here as it would uncached.
+MAX_SUBJECT_CHARS = 255
+
+
+def clean_text(value, max_chars: int) -> bool:
+    """A claim the database can store as it is: a string of UTF-8 text without NUL."""
+    if not isinstance(value, str) or not 1 <= len(value) <= max_chars or "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate, which JSON can spell and UTF-8 cannot
+        return False
+    return True
+
+
+async def linked_user_id(issuer: str, subject: str, email) -> int:
+    """The backend account of Better Auth's user (issuer, subject), made on its first token.
+
+    The token's email is kept for display only, lower-cased, and followed when it changes;
+    it never finds, links or logs in an account.
+    """
+    email = email.lower() if clean_text(email, 254) else None
+    user = await run("get_linked_user", issuer=issuer, subject=subject)
+    if user is None or (email is not None and email != user["email"]):
+        user = await run("link_user", issuer=issuer, subject=subject, email=email, now=utc_now())
+    return user["id"]
+
+
+# Tokens verified already, by their exact text, with the account they speak for: a frontend
+# sends one token with every request of its lifetime, and checking its signature (and
+# finding its account) again costs more than the request's query. An entry holds only while
+# the token has not expired and its kid still names the very key that verified it, so a key
+# Better Auth drops or replaces ends its tokens here as it would uncached.
 verified_tokens: dict[str, tuple[str | None, jwt.PyJWK, int, float]] = {}
 VERIFIED_TOKENS_MAX = 10_000
 
 
-async def verified_user_id(token: str) -> int:
-    """The user id a bearer token speaks for; jwt.InvalidTokenError for anything wrong with it."""
+async def token_user_id(token: str) -> int:
+    """The backend user id a bearer token speaks for; jwt.InvalidTokenError for anything wrong with it.
+
+    The key that verified the token decides whose name `sub` is. The service's own key signs
+    its login tokens, whose `sub` is a backend user id. A key from JWKS_URL is Better Auth's,
+    whose `sub` is Better Auth's own user id, whatever its form: it names the account linked
+    to (issuer, sub), never the backend user that happens to have that number.
+    """
     if len(token) > MAX_TOKEN_CHARS:
         raise jwt.InvalidTokenError("token too long")
     if token in verified_tokens:
@@ -528,12 +564,57 @@ async def verified_user_id(token: str) -> int:
         if claim in claims and type(claims[claim]) not in (int, float):
             raise jwt.InvalidTokenError(f"{claim} is not a number")
     subject = claims["sub"]
-    if not isinstance(subject, str) or not re.fullmatch(r"[1-9][0-9]{0,18}", subject) or int(subject) > MAX_ID:
-        raise jwt.InvalidTokenError("sub is not a user id")
+    if not clean_text(subject, MAX_SUBJECT_CHARS):
+        raise jwt.InvalidTokenError("sub is not a subject")
+    if key is OWN_KEYS.get(kid):
+        if not re.fullmatch(r"[1-9][0-9]{0,18}", subject) or int(subject) > MAX_ID:
+            raise jwt.InvalidTokenError("sub is not a user id")
+        user_id = int(subject)
+    else:
+        user_id = await linked_user_id(claims["iss"], subject, claims.get("email"))
     if len(verified_tokens) >= VERIFIED_TOKENS_MAX:
         verified_tokens.pop(next(iter(verified_tokens)))  # the oldest entry
-    verified_tokens[token] = (kid, key, int(subject), claims["exp"] + CLOCK_LEEWAY_SECONDS)
-    return int(subject)
+    verified_tokens[token] = (kid, key, user_id, claims["exp"] + CLOCK_LEEWAY_SECONDS)
+    return user_id
+
+
+NOT_SIGNED_IN = {"WWW-Authenticate": "Bearer"}
+INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+async def refusal(scope) -> Response | None:
+    """Why a request may not reach its route: no token (401), a bad one (401), or a path that
+    names another user (403). None when it may; the caller's id is then in scope["user_id"]."""
+    authorization = Headers(scope=scope).get("authorization")
+    if authorization is None:
+        return problem(401, "Send an access token: Authorization: Bearer <token>.", NOT_SIGNED_IN)
+    scheme, _, token = authorization.strip().partition(" ")
+    try:
+        if scheme.lower() != "bearer":
+            raise jwt.InvalidTokenError("not a bearer token")
+        scope["user_id"] = await token_user_id(token.strip())
+    except jwt.InvalidTokenError:
+        return problem(401, "The access token is invalid or has expired.", INVALID_TOKEN)
+    path_user_id = scope["path_params"].get("user_id")
+    if path_user_id is not None and not 0 < path_user_id <= MAX_ID:
+        return problem(404, "No such user.")
+    if path_user_id is not None and path_user_id != scope["user_id"]:
+        return problem(403, "The path names another user than the access token.")
+    return None
+
+
+def signed_in(app):
+    """The authentication middleware, in front of every route that needs a caller (see routes).
+
+    Routes without it never read the Authorization header: a frontend that sends its expired
+    token with every request can still log in, and a health check never fetches a JWKS.
+    """
+
+    async def authenticate(scope, receive, send):
+        response = await refusal(scope)
+        await (response or app)(scope, receive, send)
+
+    return authenticate
 
 
 # Fixed windows per (limit, client or email): (window start, requests in it). In-process, so
@@ -690,44 +771,11 @@ def field_errors(exc: ValidationError) -> list[dict]:
     return errors
 
 
-NOT_SIGNED_IN = {"WWW-Authenticate": "Bearer"}
-INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 TASK_NOT_FOUND = "No such task for this user."
 
 # ---------------------------------------------------------------------------------------
-# Steps the handlers share, in the order of the checks: 401, 403, 400, 404.
+# Steps the handlers share, after signed_in's 401 and 403: 400, then 404.
 # ---------------------------------------------------------------------------------------
-
-
-async def caller_id(request: Request) -> int:
-    """The user id of the verified bearer token.
-
-    Only the routes that need a caller read the token: a frontend that sends its expired
-    token with every request can still log in, and a health check never fetches a JWKS.
-    """
-    authorization = request.headers.get("authorization")
-    if authorization is None:
-        raise ProblemError(401, "Send an access token: Authorization: Bearer <token>.", NOT_SIGNED_IN)
-    scheme, _, token = authorization.strip().partition(" ")
-    try:
-        if scheme.lower() != "bearer":
-            raise jwt.InvalidTokenError("not a bearer token")
-        user_id = await verified_user_id(token.strip())
-    except jwt.InvalidTokenError:
-        raise ProblemError(401, "The access token is invalid or has expired.", INVALID_TOKEN) from None
-    request.scope["user_id"] = user_id  # for the request log
-    return user_id
-
-
-async def owner_id(request: Request) -> int:
-    """The caller's id, when the path's {user_id} is the caller; the owner in every task query."""
-    user_id = await caller_id(request)
-    path_user_id = request.path_params["user_id"]
-    if not 0 < path_user_id <= MAX_ID:
-        raise ProblemError(404, "No such user.")
-    if path_user_id != user_id:
-        raise ProblemError(403, "The path names another user than the access token.")
-    return user_id
 
 
 def path_task_id(request: Request) -> int:
@@ -827,7 +875,7 @@ async def signing_keys(request: Request) -> Response:
 
 async def me(request: Request) -> Response:
     """The account the access token speaks for."""
-    user = await run("get_user", user_id=await caller_id(request))
+    user = await run("get_user", user_id=request.scope["user_id"])
     if user is None:
         raise ProblemError(404, "No such user.")
     return JSONResponse(user_json(user))
@@ -835,7 +883,7 @@ async def me(request: Request) -> Response:
 
 async def list_tasks(request: Request) -> Response:
     """The caller's tasks, newest first."""
-    user_id = await owner_id(request)
+    user_id = request.scope["user_id"]
     rows = await run("list_tasks", user_id=user_id, **list_query(request))
     if not rows and await run("get_user", user_id=user_id) is None:
         raise ProblemError(404, "No such user.")
@@ -844,7 +892,7 @@ async def list_tasks(request: Request) -> Response:
 
 async def create_task(request: Request) -> Response:
     """Add a task for the caller."""
-    user_id = await owner_id(request)
+    user_id = request.scope["user_id"]
     body = await parse_body(request, TaskFields)
     task = await run("insert_task", user_id=user_id, now=utc_now(), **body.model_dump())
     if task is None:
@@ -854,7 +902,7 @@ async def create_task(request: Request) -> Response:
 
 async def get_task(request: Request) -> Response:
     """One of the caller's tasks."""
-    task = await run("get_task", user_id=await owner_id(request), task_id=path_task_id(request))
+    task = await run("get_task", user_id=request.scope["user_id"], task_id=path_task_id(request))
     if task is None:
         raise ProblemError(404, TASK_NOT_FOUND)
     return JSONResponse(task_json(task))
@@ -862,7 +910,7 @@ async def get_task(request: Request) -> Response:
 
 async def replace_task(request: Request) -> Response:
     """Replace a task whole: omitted optional fields go back to their defaults."""
-    user_id = await owner_id(request)
+    user_id = request.scope["user_id"]
     body = await parse_body(request, TaskFields)
     task = await run("replace_task", user_id=user_id, task_id=path_task_id(request), now=utc_now(), **body.model_dump())
     if task is None:
@@ -872,7 +920,7 @@ async def replace_task(request: Request) -> Response:
 
 async def update_task(request: Request) -> Response:
     """Change the fields the body names, and only those."""
-    user_id = await owner_id(request)
+    user_id = request.scope["user_id"]
     body = await parse_body(request, TaskChanges)
     if not body.model_fields_set:
         raise ProblemError(400, "Name at least one of title, description, completed.", errors=[{"field": "body", "message": "must not be empty"}])
@@ -891,7 +939,7 @@ async def update_task(request: Request) -> Response:
 
 async def set_completed(request: Request) -> Response:
     """Mark a task done or not done."""
-    user_id = await owner_id(request)
+    user_id = request.scope["user_id"]
     body = await parse_body(request, Completion)
     task = await run("set_task_completed", user_id=user_id, task_id=path_task_id(request), completed=body.completed, now=utc_now())
     if task is None:
@@ -901,7 +949,7 @@ async def set_completed(request: Request) -> Response:
 
 async def delete_task(request: Request) -> Response:
     """Delete one of the caller's tasks."""
-    deleted = await run("delete_task", user_id=await owner_id(request), task_id=path_task_id(request))
+    deleted = await run("delete_task", user_id=request.scope["user_id"], task_id=path_task_id(request))
     if deleted is None:
         raise ProblemError(404, TASK_NOT_FOUND)
     return Response(status_code=204)
@@ -1167,18 +1215,21 @@ class IdConvertor(Convertor):
 register_url_convertor("id", IdConvertor())
 
 
+# Routes behind the authentication middleware need a caller; the others never read a token.
+SIGNED_IN = [Middleware(signed_in)]
+
 routes = [
     Route("/api/auth/signup", signup, methods=["POST"]),
     Route("/api/auth/login", login, methods=["POST"]),
     Route("/api/auth/jwks", signing_keys, methods=["GET"]),
-    Route("/api/me", me, methods=["GET"]),
-    Route("/api/{user_id:id}/tasks", list_tasks, methods=["GET"]),
-    Route("/api/{user_id:id}/tasks", create_task, methods=["POST"]),
-    Route("/api/{user_id:id}/tasks/{task_id:id}", get_task, methods=["GET"]),
-    Route("/api/{user_id:id}/tasks/{task_id:id}", replace_task, methods=["PUT"]),
-    Route("/api/{user_id:id}/tasks/{task_id:id}", update_task, methods=["PATCH"]),
-    Route("/api/{user_id:id}/tasks/{task_id:id}", delete_task, methods=["DELETE"]),
-    Route("/api/{user_id:id}/tasks/{task_id:id}/complete", set_completed, methods=["PATCH"]),
+    Route("/api/me", me, methods=["GET"], middleware=SIGNED_IN),
+    Route("/api/{user_id:id}/tasks", list_tasks, methods=["GET"], middleware=SIGNED_IN),
+    Route("/api/{user_id:id}/tasks", create_task, methods=["POST"], middleware=SIGNED_IN),
+    Route("/api/{user_id:id}/tasks/{task_id:id}", get_task, methods=["GET"], middleware=SIGNED_IN),
+    Route("/api/{user_id:id}/tasks/{task_id:id}", replace_task, methods=["PUT"], middleware=SIGNED_IN),
+    Route("/api/{user_id:id}/tasks/{task_id:id}", update_task, methods=["PATCH"], middleware=SIGNED_IN),
+    Route("/api/{user_id:id}/tasks/{task_id:id}", delete_task, methods=["DELETE"], middleware=SIGNED_IN),
+    Route("/api/{user_id:id}/tasks/{task_id:id}/complete", set_completed, methods=["PATCH"], middleware=SIGNED_IN),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),

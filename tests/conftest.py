@@ -8,6 +8,7 @@ Without TEST_DATABASE_URL the PostgreSQL half skips, saying why; under CI it is 
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import secrets
@@ -55,6 +56,26 @@ def public_jwk(key: Ed25519PrivateKey, kid: str) -> dict:
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA"}
+
+
+# The services under test sign their login tokens with this key (JWT_PRIVATE_KEY), so a test
+# can mint the service's own tokens for a backend user id without paying for a login.
+SERVICE_KEY = Ed25519PrivateKey.generate()
+
+
+def thumbprint_kid(key: Ed25519PrivateKey) -> str:
+    """The kid the service gives its key: the RFC 7638 thumbprint of the public JWK."""
+    members = {name: value for name, value in public_jwk(key, "").items() if name in ("crv", "kty", "x")}
+    digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def own_token(user_id, **claims) -> str:
+    """A token as the service's login issues it, for this backend user id; a claim set to None is left out."""
+    now = int(time.time())
+    payload = {"sub": str(user_id), "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 900, **claims}
+    payload = {name: value for name, value in payload.items() if value is not None}
+    return jwt.encode(payload, SERVICE_KEY, algorithm="EdDSA", headers={"kid": thumbprint_kid(SERVICE_KEY)})
 
 
 # ---------------------------------------------------------------------------------------
@@ -199,6 +220,7 @@ def service_environment(database_url: str, issuer: Issuer, **overrides) -> dict:
         JWT_ISSUER=ISSUER,
         JWT_AUDIENCE=AUDIENCE,
         CORS_ORIGINS="http://localhost:3000",
+        JWT_PRIVATE_KEY=private_key_pem(SERVICE_KEY),
         # Generous limits: the rate-limit tests start a service of their own with tight ones.
         RATE_LIMIT_SIGNUP="10000/minute",
         RATE_LIMIT_LOGIN="10000/minute",
@@ -291,37 +313,59 @@ def no_tasks_left(request):
 
 
 # ---------------------------------------------------------------------------------------
-# Users: signed up once per service, signed in with a token from the issuer.
+# Users: made once per service. Alice and Bob are Better Auth's users, linked to backend
+# accounts by their first token; a password account signs up on the backend itself.
 # ---------------------------------------------------------------------------------------
 
 
 class User:
-    def __init__(self, id, email, password, issuer):
-        self.id, self.email, self.password, self.issuer = id, email, password, issuer
+    """An account the tests act as: `token()` mints a fresh access token that speaks for it."""
+
+    def __init__(self, id, email, mint, password=None, subject=None):
+        self.id, self.email, self.mint, self.password, self.subject = id, email, mint, password, subject
+
+    def token(self) -> str:
+        return self.mint()
 
     @property
     def headers(self) -> dict:
-        return {"Authorization": f"Bearer {self.issuer.token(self.id)}"}
+        return {"Authorization": f"Bearer {self.token()}"}
 
     def tasks_url(self, task_id=None) -> str:
         return f"/api/{self.id}/tasks" + ("" if task_id is None else f"/{task_id}")
 
 
-def sign_up(service, issuer, name: str) -> User:
+def sign_up(service, name: str) -> User:
+    """A backend password account; its tokens are the service's own, as its login gives them."""
     email, password = f"{name}@example.com", f"{name}-password-1"
     response = httpx.post(f"{service.url}/api/auth/signup", json={"email": email, "password": password})
     assert response.status_code == 201, response.text
-    return User(response.json()["id"], email, password, issuer)
+    user_id = response.json()["id"]
+    return User(user_id, email, lambda: own_token(user_id), password=password)
+
+
+def link(service, issuer, subject: str, email: str | None = None) -> User:
+    """Better Auth's user `subject`: its first token makes the backend account, /api/me tells the id."""
+    mint = lambda: issuer.token(subject, email=email)  # noqa: E731
+    response = httpx.get(f"{service.url}/api/me", headers={"Authorization": f"Bearer {mint()}"})
+    assert response.status_code == 200, response.text
+    return User(response.json()["id"], email, mint, subject=subject)
 
 
 @pytest.fixture(scope="session")
 def alice(service, issuer):
-    return sign_up(service, issuer, "alice")
+    return link(service, issuer, str(uuid.uuid4()), "alice@example.com")
 
 
 @pytest.fixture(scope="session")
 def bob(service, issuer):
-    return sign_up(service, issuer, "bob")
+    return link(service, issuer, secrets.token_urlsafe(24), "bob@example.com")
+
+
+@pytest.fixture(scope="session")
+def pat(service):
+    """A password account: signed up and logged in on the backend, no Better Auth."""
+    return sign_up(service, "pat")
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import jwt
 import pytest
 
-from conftest import AUDIENCE, ISSUER
+from conftest import AUDIENCE, ISSUER, own_token
 
 PROBLEM = "application/problem+json"
 
@@ -150,6 +150,6 @@ def test_me_without_a_token_is_401(client):
     assert response.headers["www-authenticate"] == "Bearer"
 
 
-def test_me_for_a_user_that_does_not_exist_is_404(client, make_token):
-    response = client.get("/api/me", headers={"Authorization": f"Bearer {make_token(999_999_999)}"})
+def test_me_for_a_user_that_does_not_exist_is_404(client):
+    response = client.get("/api/me", headers={"Authorization": f"Bearer {own_token(999_999_999)}"})
     assert response.status_code == 404

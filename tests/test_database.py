@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
-from conftest import ROOT, running_service, service_environment
+from conftest import ROOT, own_token, running_service, service_environment
 from pg_cluster import missing_binaries, pgbouncer, private_cluster
 
 PROBLEM = "application/problem+json"
@@ -235,7 +235,7 @@ def outage(issuer, tmp_path_factory):
         with running_service(env, directory / "service.log") as service:
             with httpx.Client(base_url=service.url, timeout=REQUEST_TIMEOUT) as client:
                 record.user_id = user_id = sign_up(client, "owner@example.com")
-                headers = {"Authorization": f"Bearer {issuer.token(user_id)}"}
+                headers = {"Authorization": f"Bearer {own_token(user_id)}"}
 
                 def new_task(title):
                     response = client.post(f"/api/{user_id}/tasks", json={"title": title}, headers=headers)
@@ -578,7 +578,7 @@ def test_through_pgbouncer_in_transaction_mode_concurrent_traffic_all_succeeds(p
             user = expect(201, "POST", "/api/auth/signup", json={"email": f"pooled{number}@example.com", "password": PASSWORD})
             if not isinstance(user, dict) or "id" not in user:
                 return unexpected
-            client.headers["Authorization"] = f"Bearer {issuer.token(user['id'])}"
+            client.headers["Authorization"] = f"Bearer {own_token(user['id'])}"
             tasks = f"/api/{user['id']}/tasks"
             for n in range(iterations):
                 task = expect(201, "POST", tasks, json={"title": f"task {n}"})

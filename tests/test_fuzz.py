@@ -35,7 +35,7 @@ def api_schema(request, service, alice, alice_task_ids):
         {
             "seed": SEED,
             "generation": {"mode": "all", "max-examples": 25, "deterministic": True},
-            "auth": {"openapi": {"bearer": {"bearer": alice.issuer.token(alice.id)}}},
+            "auth": {"openapi": {"bearer": {"bearer": alice.token()}}},
             "dictionaries": {"alice": {"values": [alice.id]}, "alice-tasks": {"values": alice_task_ids}},
             "parameters": {
                 "path.user_id": {"dictionary": "alice", "probability": 0.8},

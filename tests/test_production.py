@@ -393,9 +393,9 @@ def test_account_answers_match_their_documented_schemas(document, client, alice)
 @pytest.mark.parametrize(
     ("method", "path", "request_kwargs", "status"),
     [
-        ("POST", "/api/auth/signup", {"json": {"email": "alice@example.com", "password": "alice-password-1"}}, 409),
+        ("POST", "/api/auth/signup", {"json": {"email": "pat@example.com", "password": "pat-password-1"}}, 409),
         ("POST", "/api/auth/signup", {"json": {"email": "bad", "password": "short"}}, 400),
-        ("POST", "/api/auth/login", {"json": {"email": "alice@example.com", "password": "wrong-password"}}, 401),
+        ("POST", "/api/auth/login", {"json": {"email": "pat@example.com", "password": "wrong-password"}}, 401),
         ("GET", "/api/me", {"headers": {"Authorization": "Bearer not.a.token"}}, 401),
         ("GET", "/api/{user_id}/tasks", {"params": {"limit": "0"}}, 400),
         ("POST", "/api/{user_id}/tasks", {"content": b"x" * (1024 * 1024 + 1), "headers": {"Content-Type": "application/json"}}, 413),
@@ -405,7 +405,7 @@ def test_account_answers_match_their_documented_schemas(document, client, alice)
     ],
     ids=["409-taken", "400-invalid-body", "401-login", "401-bad-token", "400-query", "413", "404", "400-not-boolean", "403"],
 )
-def test_error_answers_match_the_documented_problem_schema(document, client, alice, method, path, request_kwargs, status):
+def test_error_answers_match_the_documented_problem_schema(document, client, alice, pat, method, path, request_kwargs, status):
     url = path.replace("{user_id}", str(alice.id)).replace("{other_id}", str(alice.id + 1000)).replace("{task_id}", "999999")
     kwargs = {**request_kwargs, "headers": {**alice.headers, **request_kwargs.get("headers", {})}}
     response = client.request(method, url, **kwargs)

@@ -6,6 +6,8 @@ from http import HTTPStatus
 
 import pytest
 
+from conftest import own_token
+
 PROBLEM = "application/problem+json"
 MIB = 1024 * 1024
 MAX_ID = 2**63 - 1
@@ -439,22 +441,22 @@ GHOSTS = pytest.mark.parametrize("ghost_id", [999_999_999, MAX_ID], ids=["unknow
 
 
 @GHOSTS
-def test_listing_for_a_token_whose_user_does_not_exist_is_404(client, make_token, ghost_id):
-    response = client.get(f"/api/{ghost_id}/tasks", headers={"Authorization": f"Bearer {make_token(ghost_id)}"})
+def test_listing_for_a_token_whose_user_does_not_exist_is_404(client, ghost_id):
+    response = client.get(f"/api/{ghost_id}/tasks", headers={"Authorization": f"Bearer {own_token(ghost_id)}"})
     problem(response, 404)
 
 
 @GHOSTS
-def test_creating_for_a_token_whose_user_does_not_exist_is_404_and_creates_nothing(client, service, make_token, ghost_id):
-    response = client.post(f"/api/{ghost_id}/tasks", json={"title": "t"}, headers={"Authorization": f"Bearer {make_token(ghost_id)}"})
+def test_creating_for_a_token_whose_user_does_not_exist_is_404_and_creates_nothing(client, service, ghost_id):
+    response = client.post(f"/api/{ghost_id}/tasks", json={"title": "t"}, headers={"Authorization": f"Bearer {own_token(ghost_id)}"})
     problem(response, 404)
     [(count,)] = service.sql("SELECT count(*) FROM tasks")
     assert count == 0
 
 
 @GHOSTS
-def test_creating_with_a_bad_body_for_a_token_whose_user_does_not_exist_is_400(client, make_token, ghost_id):
-    headers = {"Authorization": f"Bearer {make_token(ghost_id)}", **JSON}
+def test_creating_with_a_bad_body_for_a_token_whose_user_does_not_exist_is_400(client, ghost_id):
+    headers = {"Authorization": f"Bearer {own_token(ghost_id)}", **JSON}
     assert error_fields(client.post(f"/api/{ghost_id}/tasks", content="{", headers=headers)) == ["body"]
 
 
