@@ -26,8 +26,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, NamedTuple
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from typing import Annotated, Literal, NamedTuple
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import bcrypt
@@ -267,21 +267,66 @@ class Query(NamedTuple):
     params: tuple[str, ...]  # the names, in the order asyncpg numbers them
 
 
-def load_queries(directory: Path) -> dict[str, Query]:
-    """Every `-- name: NAME :MODE` block of the directory's .sql files.
+# Sort orders of the task list, by the `sort` values a client may send: each a fixed SQL
+# fragment, ties broken by id in the same direction, tasks without a due date last both ways.
+# Titles sort by their lower-case bytes in both databases.
+TITLE = 'lower(title) COLLATE "C"' if IS_POSTGRES else "lower(title)"
+SORT_ORDERS = {
+    "created_at": "created_at, id",
+    "-created_at": "created_at DESC, id DESC",
+    "updated_at": "updated_at, id",
+    "-updated_at": "updated_at DESC, id DESC",
+    "due_at": "due_at NULLS LAST, id",
+    "-due_at": "due_at DESC NULLS LAST, id DESC",
+    "priority": "priority, id",
+    "-priority": "priority DESC, id DESC",
+    "title": f"{TITLE}, id",
+    "-title": f"{TITLE} DESC, id DESC",
+}
 
-    Comment lines are dropped, so a `:word` in a comment is never taken for a parameter.
-    """
-    queries = {}
-    for path in sorted(directory.glob("*.sql")):
-        for block in re.split(r"^-- name: ", path.read_text(), flags=re.MULTILINE)[1:]:
+
+def sql_blocks(paths: list[Path]) -> dict[tuple[str, str], str]:
+    """Every `-- name: NAME :MODE` and `-- fragment: NAME` block of these files, by (kind,
+    header), its comment lines dropped (so that a `:word` in a comment is never a parameter)."""
+    blocks = {}
+    for path in paths:
+        parts = re.split(r"^-- (name|fragment): ", path.read_text(), flags=re.MULTILINE)
+        for kind, block in zip(parts[1::2], parts[2::2]):
             header, _, body = block.partition("\n")
-            name, mode = header.split()
-            text = "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("--")).strip()
-            params = tuple(dict.fromkeys(re.findall(r"(?<![:\w]):(\w+)", text)))
-            if IS_POSTGRES:
-                text = re.sub(r"(?<![:\w]):(\w+)", lambda match: f"${params.index(match[1]) + 1}", text)
-            queries[name] = Query(mode.lstrip(":"), text, params)
+            lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
+            blocks[kind, header.strip()] = "\n".join(lines).strip()
+    return blocks
+
+
+def prepared(mode: str, text: str) -> Query:
+    params = tuple(dict.fromkeys(re.findall(r"(?<![:\w]):(\w+)", text)))
+    if IS_POSTGRES:
+        text = re.sub(r"(?<![:\w]):(\w+)", lambda match: f"${params.index(match[1]) + 1}", text)
+    return Query(mode, text, params)
+
+
+def load_queries(directory: Path) -> dict[str, Query]:
+    """Every `-- name: NAME :MODE` block of sql/*.sql and of the database's own sql/<database>/*.sql.
+
+    The database's own files also hold `-- fragment: NAME` blocks, which stand in for
+    `{NAME}` in the shared queries. A query with `{order}` is prepared once per entry of
+    SORT_ORDERS, as `NAME:SORT`.
+    """
+    paths = sorted(directory.glob("*.sql")) + sorted((directory / ("postgresql" if IS_POSTGRES else "sqlite")).glob("*.sql"))
+    blocks = sql_blocks(paths)
+    fragments = {name: text for (kind, name), text in blocks.items() if kind == "fragment"}
+    queries = {}
+    for (kind, header), text in blocks.items():
+        if kind != "name":
+            continue
+        name, mode = header.split()
+        for fragment, fragment_text in fragments.items():
+            text = text.replace(f"{{{fragment}}}", fragment_text)
+        if "{order}" not in text:
+            queries[name] = prepared(mode.lstrip(":"), text)
+            continue
+        for sort, order in SORT_ORDERS.items():
+            queries[f"{name}:{sort}"] = prepared(mode.lstrip(":"), text.replace("{order}", order))
     return queries
 
 
@@ -293,6 +338,10 @@ QUERIES = load_queries(SQL_DIR)
 # first served. A slot is held for one query: no request opens a transaction, which would
 # hold its connection between queries without a slot.
 database_slots = asyncio.Semaphore(DATABASE_POOL_SIZE)
+
+
+def lower_text(value):
+    return value.lower() if isinstance(value, str) else value
 
 
 async def run(name: str, **params):
@@ -313,6 +362,10 @@ async def run(name: str, **params):
                 return await driver.fetch(query.text, *args)
             return await driver.execute(query.text, *args)
         args = {param: params[param] for param in query.params}
+        # SQLite's own lower() folds A to Z only; PostgreSQL's folds every letter, and so
+        # must this one, for searches and title order to agree (`databases` opens a
+        # connection per query, so it is set on each).
+        await driver.create_function("lower", 1, lower_text, deterministic=True)
         cursor = await driver.execute(query.text, args)
         columns = [column[0] for column in cursor.description or ()]
         rows = [dict(zip(columns, row)) for row in await cursor.fetchall()]
@@ -330,6 +383,9 @@ def user_json(row) -> dict:
     return {"id": row["id"], "email": row["email"], "created_at": row["created_at"]}
 
 
+PRIORITIES = ("low", "medium", "high")  # stored as the rank: 0, 1, 2
+
+
 def task_json(row) -> dict:
     return {
         "id": row["id"],
@@ -337,9 +393,17 @@ def task_json(row) -> dict:
         "title": row["title"],
         "description": row["description"],
         "completed": bool(row["completed"]),
+        "priority": PRIORITIES[row["priority"]],
+        "due_at": row["due_at"],
+        "tags": json.loads(row["tags"]),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
     }
+
+
+def etag(row) -> str:
+    """The task's strong ETag: its id and its version, which every write of it, and only a write, bumps."""
+    return f'"{row["id"]}-{row["version"]}"'
 
 
 async def apply_migrations() -> None:
@@ -708,22 +772,70 @@ class Login(BaseModel):
     password: Annotated[str, Field(max_length=1024)]
 
 
-class TaskFields(BaseModel):
-    """POST and PUT: PUT replaces the whole task, so omitted fields go back to these defaults."""
+RFC_3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})")
 
-    model_config = STRICT
-    title: Title
-    description: Description = None
-    completed: bool = False
+
+def utc_timestamp(value: str) -> str:
+    """An RFC 3339 date-time with its offset, as UTC text with microseconds (how timestamps
+    are stored and answered). A date alone, no offset, +0100, or more than microseconds: no."""
+    try:
+        if not RFC_3339.fullmatch(value):
+            raise ValueError
+        moment = datetime.fromisoformat(value.upper()).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError("must be an RFC 3339 date-time with an offset, like 2026-12-24T18:00:00+01:00") from None
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def valid_tag(value: str) -> str:
+    value = no_nul(value).strip().lower()
+    if not 1 <= len(value) <= 32 or "," in value:
+        raise ValueError("must be 1 to 32 characters once trimmed, without commas")
+    return value
+
+
+def valid_tags(values: list[str]) -> list[str]:
+    tags = sorted(set(values))
+    if len(tags) > 20:
+        raise ValueError("must hold at most 20 distinct tags")
+    return tags
+
+
+def no_defaults(schema: dict) -> None:
+    """Say what an omitted field becomes in words, not as a JSON Schema `default`: generated
+    clients (openapi-typescript) read a request default as "always present", and would make
+    every caller send every field."""
+    for field in schema["properties"].values():
+        if "default" in field:
+            default = field.pop("default")
+            if default is not None:
+                field["description"] = f"Omitted: {json.dumps(default)}."
 
 
 def changes_schema(schema: dict) -> None:
-    """Omitted means unchanged, not null: drop the `default: null` Pydantic writes, which is no
-    valid title or completed (OpenAPI validators reject it), and ask for one field at least."""
-    for field in schema["properties"].values():
-        if field.get("default", "") is None:
-            del field["default"]
+    """Omitted means unchanged, not null; and one field at least."""
+    no_defaults(schema)
     schema["minProperties"] = 1
+
+
+Priority = Literal["low", "medium", "high"]
+DueAt = Annotated[str, AfterValidator(utc_timestamp), Field(json_schema_extra={"format": "date-time"})] | None
+# A tag as JSON Schema can say it: no comma or NUL, and 1 to 32 characters between the blanks.
+TAG_PATTERN = f"^{BLANK}*[^,\\u0000{BLANKS}]([^,\\u0000]{{0,30}}[^,\\u0000{BLANKS}])?{BLANK}*$"
+Tag = Annotated[str, AfterValidator(valid_tag), Field(json_schema_extra={"pattern": TAG_PATTERN})]
+Tags = Annotated[list[Tag], AfterValidator(valid_tags), Field(json_schema_extra={"maxItems": 20})]
+
+
+class TaskFields(BaseModel):
+    """POST and PUT: PUT replaces the whole task, so omitted fields go back to these defaults."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=no_defaults)
+    title: Title
+    description: Description = None
+    completed: bool = False
+    priority: Priority = "medium"
+    due_at: DueAt = None
+    tags: Tags = []
 
 
 class TaskChanges(BaseModel):
@@ -733,6 +845,9 @@ class TaskChanges(BaseModel):
     title: Title = None
     description: Description = None
     completed: bool = None
+    priority: Priority = None
+    due_at: DueAt = None
+    tags: Tags = None
 
 
 class Completion(BaseModel):
@@ -804,18 +919,118 @@ async def parse_body(request: Request, schema: type[BaseModel]):
         raise ProblemError(400, "The body is not valid.", errors=field_errors(exc)) from None
 
 
-def list_query(request: Request) -> dict:
-    """?completed=true|false, ?limit= (1 to 500, default 100), ?offset= (default 0)."""
-    query = request.query_params
-    completed = query.get("completed")
-    if completed not in (None, "true", "false"):
-        raise ProblemError(400, "completed must be true or false.", errors=[{"field": "completed", "message": "must be true or false"}])
+def stored(fields: dict) -> dict:
+    """A body's fields as the columns keep them: priority as its rank, tags as JSON text."""
+    if fields.get("priority") is not None:
+        fields["priority"] = PRIORITIES.index(fields["priority"])
+    if fields.get("tags") is not None:
+        fields["tags"] = json.dumps(fields["tags"])
+    return fields
+
+
+def if_match(request: Request) -> str | None:
+    """The ETags If-Match accepts, as the SQL takes them (',12-3,12-7,'); None: no condition.
+
+    Strong comparison (RFC 9110): a weak W/"3" matches nothing, and neither does a list of
+    only such tags (',' alone). `*` is any version of a task that exists.
+    """
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    tags = (tag.strip() for tag in header.split(","))
+    return ",".join(["", *(tag[1:-1] for tag in tags if re.fullmatch(r'"[0-9]{1,19}-[0-9]{1,19}"', tag)), ""])
+
+
+def not_modified(request: Request, task) -> bool:
+    """If-None-Match names the task's current ETag (weak comparison, RFC 9110), or is `*`."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in tags or etag(task) in tags
+
+
+async def unwritten(user_id: int, task_id: int) -> ProblemError:
+    """Why a write changed no row: there is no such task (404), or If-Match named another version (412)."""
+    task = await run("get_task", user_id=user_id, task_id=task_id)
+    if task is None:
+        return ProblemError(404, TASK_NOT_FOUND)
+    return ProblemError(412, "The task has changed since the ETag in If-Match; read it again.", {"ETag": etag(task)})
+
+
+def task_response(task, status: int = 200, headers: dict | None = None) -> Response:
+    return JSONResponse(task_json(task), status, headers={"ETag": etag(task), **(headers or {})})
+
+
+LIST_PARAMETERS = ("completed", "priority", "tag", "q", "due_after", "due_before", "overdue", "sort", "limit", "offset")
+
+
+def bad_parameter(name: str, message: str) -> ProblemError:
+    return ProblemError(400, f"The query parameter {name} {message}.", errors=[{"field": name, "message": message}])
+
+
+def true_or_false(query: dict, name: str) -> bool | None:
+    if query.get(name) not in (None, "true", "false"):
+        raise bad_parameter(name, "must be true or false")
+    return None if name not in query else query[name] == "true"
+
+
+def list_query(request: Request) -> tuple[str, dict]:
+    """The sort key and the filters of a task list, as the list's SQL takes them.
+
+    Every parameter is checked here, so that what reaches SQL is a value of a known type,
+    and the sort is a key of SORT_ORDERS. `tag` alone may repeat: a task must carry them all.
+    """
+    items = request.query_params.multi_items()
+    names = [name for name, _ in items]
+    for name in names:
+        if name not in LIST_PARAMETERS:
+            raise bad_parameter(name, "is not a parameter of this list")
+        if name != "tag" and names.count(name) > 1:
+            raise bad_parameter(name, "may be given once")
+    query = dict(items)
+    priorities = query.get("priority")
+    if priorities is not None and not set(priorities.split(",")) <= set(PRIORITIES):
+        raise bad_parameter("priority", "must be low, medium or high, or several of them comma-separated")
+    try:
+        tags = sorted({valid_tag(value) for name, value in items if name == "tag"})
+    except ValueError as exc:
+        raise bad_parameter("tag", str(exc)) from None
+    search = query.get("q")
+    if search is not None and (not 1 <= len(search) <= 200 or "\x00" in search):
+        raise bad_parameter("q", "must be 1 to 200 characters")
+    due = {}
+    for name in ("due_after", "due_before"):
+        try:
+            due[name] = None if name not in query else utc_timestamp(query[name])
+        except ValueError as exc:
+            raise bad_parameter(name, str(exc)) from None
+    sort = query.get("sort", "-created_at")
+    if sort not in SORT_ORDERS:
+        raise bad_parameter("sort", f"must be one of {', '.join(SORT_ORDERS)}")
     limit, offset = query.get("limit", "100"), query.get("offset", "0")
     if not re.fullmatch(r"[0-9]{1,3}", limit) or not 1 <= int(limit) <= 500:
-        raise ProblemError(400, "limit must be 1 to 500.", errors=[{"field": "limit", "message": "must be a whole number from 1 to 500"}])
+        raise bad_parameter("limit", "must be a whole number from 1 to 500")
     if not re.fullmatch(r"[0-9]{1,18}", offset):
-        raise ProblemError(400, "offset must be 0 or more.", errors=[{"field": "offset", "message": "must be a whole number, 0 or more"}])
-    return {"completed": None if completed is None else completed == "true", "limit": int(limit), "offset": int(offset)}
+        raise bad_parameter("offset", "must be a whole number, 0 or more")
+    # q is found as written: its %, _ and \ are escaped out of LIKE's wildcards.
+    pattern = None if search is None else "%" + re.sub(r"([\\%_])", r"\\\1", search.lower()) + "%"
+    return sort, {
+        "completed": true_or_false(query, "completed"),
+        "priorities": None if priorities is None else ",".join(["", *(str(PRIORITIES.index(p)) for p in priorities.split(",")), ""]),
+        "tags": json.dumps(tags) if tags else None,
+        "pattern": pattern,
+        **due,
+        "overdue": true_or_false(query, "overdue"),
+        "limit": int(limit),
+        "offset": int(offset),
+    }
+
+
+def next_page(request: Request, offset: int) -> str:
+    """The Link to the page after this one: the same filters and sort, the next offset."""
+    query = [(name, value) for name, value in request.query_params.multi_items() if name != "offset"]
+    return f'<{request.url.path}?{urlencode([*query, ("offset", str(offset))])}>; rel="next"'
 
 
 def client_address(request: Request) -> str:
@@ -882,77 +1097,102 @@ async def me(request: Request) -> Response:
 
 
 async def list_tasks(request: Request) -> Response:
-    """The caller's tasks, newest first."""
+    """The caller's tasks, filtered and sorted as the query asks (newest first by default)."""
     user_id = request.scope["user_id"]
-    rows = await run("list_tasks", user_id=user_id, **list_query(request))
-    if not rows and await run("get_user", user_id=user_id) is None:
+    sort, filters = list_query(request)
+    rows = await run(f"list_tasks:{sort}", user_id=user_id, now=utc_now(), **filters)
+    if not rows and filters["offset"] > 0:  # past the end: the total comes from the first page
+        rows_from_start = await run(f"list_tasks:{sort}", user_id=user_id, now=utc_now(), **{**filters, "offset": 0, "limit": 1})
+        total = rows_from_start[0]["total"] if rows_from_start else 0
+    else:
+        total = rows[0]["total"] if rows else 0
+    if total == 0 and await run("get_user", user_id=user_id) is None:
         raise ProblemError(404, "No such user.")
-    return JSONResponse([task_json(row) for row in rows])
+    headers = {"X-Total-Count": str(total)}
+    if filters["offset"] + filters["limit"] < total:
+        headers["Link"] = next_page(request, filters["offset"] + filters["limit"])
+    return JSONResponse([task_json(row) for row in rows], headers=headers)
 
 
 async def create_task(request: Request) -> Response:
     """Add a task for the caller."""
     user_id = request.scope["user_id"]
     body = await parse_body(request, TaskFields)
-    task = await run("insert_task", user_id=user_id, now=utc_now(), **body.model_dump())
+    task = await run("insert_task", user_id=user_id, now=utc_now(), **stored(body.model_dump()))
     if task is None:
         raise ProblemError(404, "No such user.")
-    return JSONResponse(task_json(task), 201, headers={"Location": f"/api/{user_id}/tasks/{task['id']}"})
+    return task_response(task, 201, {"Location": f"/api/{user_id}/tasks/{task['id']}"})
 
 
 async def get_task(request: Request) -> Response:
-    """One of the caller's tasks."""
+    """One of the caller's tasks; 304 when If-None-Match names its ETag."""
     task = await run("get_task", user_id=request.scope["user_id"], task_id=path_task_id(request))
     if task is None:
         raise ProblemError(404, TASK_NOT_FOUND)
-    return JSONResponse(task_json(task))
+    if not_modified(request, task):
+        return Response(status_code=304, headers={"ETag": etag(task)})
+    return task_response(task)
 
 
 async def replace_task(request: Request) -> Response:
     """Replace a task whole: omitted optional fields go back to their defaults."""
-    user_id = request.scope["user_id"]
+    user_id, task_id = request.scope["user_id"], path_task_id(request)
     body = await parse_body(request, TaskFields)
-    task = await run("replace_task", user_id=user_id, task_id=path_task_id(request), now=utc_now(), **body.model_dump())
+    fields = stored(body.model_dump())
+    task = await run("replace_task", user_id=user_id, task_id=task_id, now=utc_now(), if_match=if_match(request), **fields)
     if task is None:
-        raise ProblemError(404, TASK_NOT_FOUND)
-    return JSONResponse(task_json(task))
+        raise await unwritten(user_id, task_id)
+    return task_response(task)
 
 
 async def update_task(request: Request) -> Response:
     """Change the fields the body names, and only those."""
-    user_id = request.scope["user_id"]
+    user_id, task_id = request.scope["user_id"], path_task_id(request)
     body = await parse_body(request, TaskChanges)
     if not body.model_fields_set:
-        raise ProblemError(400, "Name at least one of title, description, completed.", errors=[{"field": "body", "message": "must not be empty"}])
+        raise ProblemError(400, "Name at least one field to change.", errors=[{"field": "body", "message": "must not be empty"}])
     task = await run(
         "update_task",
         user_id=user_id,
-        task_id=path_task_id(request),
+        task_id=task_id,
         now=utc_now(),
+        if_match=if_match(request),
         set_description="description" in body.model_fields_set,
-        **body.model_dump(),
+        set_due_at="due_at" in body.model_fields_set,
+        **stored(body.model_dump()),
     )
     if task is None:
-        raise ProblemError(404, TASK_NOT_FOUND)
-    return JSONResponse(task_json(task))
+        raise await unwritten(user_id, task_id)
+    return task_response(task)
 
 
 async def set_completed(request: Request) -> Response:
     """Mark a task done or not done."""
-    user_id = request.scope["user_id"]
+    user_id, task_id = request.scope["user_id"], path_task_id(request)
     body = await parse_body(request, Completion)
-    task = await run("set_task_completed", user_id=user_id, task_id=path_task_id(request), completed=body.completed, now=utc_now())
+    task = await run(
+        "set_task_completed", user_id=user_id, task_id=task_id, completed=body.completed, now=utc_now(), if_match=if_match(request)
+    )
     if task is None:
-        raise ProblemError(404, TASK_NOT_FOUND)
-    return JSONResponse(task_json(task))
+        raise await unwritten(user_id, task_id)
+    return task_response(task)
 
 
 async def delete_task(request: Request) -> Response:
     """Delete one of the caller's tasks."""
-    deleted = await run("delete_task", user_id=request.scope["user_id"], task_id=path_task_id(request))
-    if deleted is None:
-        raise ProblemError(404, TASK_NOT_FOUND)
+    user_id, task_id = request.scope["user_id"], path_task_id(request)
+    if await run("delete_task", user_id=user_id, task_id=task_id, if_match=if_match(request)) is None:
+        raise await unwritten(user_id, task_id)
     return Response(status_code=204)
+
+
+async def list_tags(request: Request) -> Response:
+    """The caller's tags in use, each with how many tasks carry it, by name."""
+    user_id = request.scope["user_id"]
+    rows = await run("list_tags", user_id=user_id)
+    if not rows and await run("get_user", user_id=user_id) is None:
+        raise ProblemError(404, "No such user.")
+    return JSONResponse([{"tag": row["tag"], "count": row["count"]} for row in rows])
 
 
 async def healthz(request: Request) -> Response:
@@ -1062,13 +1302,16 @@ RESPONSE_SCHEMAS = {
     },
     "Task": {
         "type": "object",
-        "required": ["id", "user_id", "title", "description", "completed", "created_at", "updated_at"],
+        "required": ["id", "user_id", "title", "description", "completed", "priority", "due_at", "tags", "created_at", "updated_at"],
         "properties": {
             "id": ID,
             "user_id": ID,
             "title": {"type": "string", "minLength": 1, "maxLength": 255},
             "description": {"type": ["string", "null"], "maxLength": 10_000},
             "completed": {"type": "boolean"},
+            "priority": {"enum": list(PRIORITIES)},
+            "due_at": {"type": ["string", "null"], "format": "date-time"},
+            "tags": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 32}, "maxItems": 20},
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
         },
@@ -1094,6 +1337,12 @@ RESPONSE_SCHEMAS = {
         "type": "object",
         "required": ["keys"],
         "properties": {"keys": {"type": "array", "items": {"type": "object", "required": ["kty", "kid"], "not": {"required": ["d"]}}}},
+    },
+    "TagCount": {
+        "type": "object",
+        "required": ["tag", "count"],
+        "properties": {"tag": {"type": "string"}, "count": {"type": "integer", "minimum": 1}},
+        "additionalProperties": False,
     },
     "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
     "Problem": {
@@ -1121,12 +1370,14 @@ ERROR_MEANINGS = {
     403: "The path names another user than the token",
     404: "No such task or user for the caller",
     409: "The email is taken",
+    412: "If-Match names another version of the task; see ETag",
     413: "The body is over 1 MiB",
     429: "Too many attempts; see Retry-After",
     503: "The database is unavailable; see Retry-After",
 }
 TASK_ERRORS = (401, 403, 404, 503)
 BODY_ERRORS = (400, 413)
+WRITE_ERRORS = (*BODY_ERRORS, *TASK_ERRORS, 412)
 
 # For each handler: (body schema, success status, success schema, error statuses, signed in).
 OPERATIONS = {
@@ -1137,19 +1388,44 @@ OPERATIONS = {
     list_tasks: (None, 200, {"type": "array", "items": {"$ref": "#/components/schemas/Task"}}, (400, *TASK_ERRORS), True),
     create_task: (TaskFields, 201, "Task", (*BODY_ERRORS, *TASK_ERRORS), True),
     get_task: (None, 200, "Task", TASK_ERRORS, True),
-    replace_task: (TaskFields, 200, "Task", (*BODY_ERRORS, *TASK_ERRORS), True),
-    update_task: (TaskChanges, 200, "Task", (*BODY_ERRORS, *TASK_ERRORS), True),
-    set_completed: (Completion, 200, "Task", (*BODY_ERRORS, *TASK_ERRORS), True),
-    delete_task: (None, 204, None, TASK_ERRORS, True),
+    replace_task: (TaskFields, 200, "Task", WRITE_ERRORS, True),
+    update_task: (TaskChanges, 200, "Task", WRITE_ERRORS, True),
+    set_completed: (Completion, 200, "Task", WRITE_ERRORS, True),
+    delete_task: (None, 204, None, (*TASK_ERRORS, 412), True),
+    list_tags: (None, 200, {"type": "array", "items": {"$ref": "#/components/schemas/TagCount"}}, TASK_ERRORS, True),
     healthz: (None, 200, "Status", (), False),
     readyz: (None, 200, "Status", (503,), False),
     openapi: (None, 200, {"type": "object"}, (), False),
 }
-LIST_PARAMETERS = [
-    {"name": "completed", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
-    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1, "default": 0}},
-]
+TIMESTAMP_PARAMETER = {"type": "string", "format": "date-time"}
+QUERY_PARAMETERS = {
+    list_tasks: [
+        {"name": "completed", "in": "query", "schema": {"enum": ["true", "false"]}},
+        {"name": "priority", "in": "query", "description": "One priority, or several comma-separated: high,medium",
+         "schema": {"type": "string", "pattern": "^(low|medium|high)(,(low|medium|high))*$"}},
+        {"name": "tag", "in": "query", "description": "Repeat for tasks that carry every one of them", "explode": True,
+         "schema": {"type": "array", "items": {"type": "string", "pattern": TAG_PATTERN}}},
+        {"name": "q", "in": "query", "description": "Found case-insensitively in the title or the description",
+         "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL_PATTERN}},
+        {"name": "due_after", "in": "query", "description": "due_at on or after this moment", "schema": TIMESTAMP_PARAMETER},
+        {"name": "due_before", "in": "query", "description": "due_at before this moment", "schema": TIMESTAMP_PARAMETER},
+        {"name": "overdue", "in": "query", "description": "true: due before now and not completed", "schema": {"enum": ["true", "false"]}},
+        {"name": "sort", "in": "query", "description": "- in front for descending; ties by id; no due_at last",
+         "schema": {"enum": list(SORT_ORDERS), "default": "-created_at"}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1, "default": 0}},
+    ],
+    get_task: [{"name": "If-None-Match", "in": "header", "description": "304 when it names the current ETag", "schema": {"type": "string"}}],
+    **{
+        write: [{"name": "If-Match", "in": "header", "description": "412 unless it names the current ETag, or *", "schema": {"type": "string"}}]
+        for write in (replace_task, update_task, set_completed, delete_task)
+    },
+}
+ETAG_HEADER = {"ETag": {"description": "The task's version, for If-Match and If-None-Match", "schema": {"type": "string"}}}
+LIST_HEADERS = {
+    "X-Total-Count": {"description": "Tasks matching the filters, before limit and offset", "schema": {"type": "integer"}},
+    "Link": {"description": 'The next page, <…>; rel="next", when more follow', "schema": {"type": "string"}},
+}
 
 
 def openapi_document(routes: list[Route]) -> dict:
@@ -1165,8 +1441,7 @@ def openapi_document(routes: list[Route]) -> dict:
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": ID} for name in re.findall(r"{(\w+)}", path)
         ]
-        if route.endpoint is list_tasks:
-            parameters += LIST_PARAMETERS
+        parameters += QUERY_PARAMETERS.get(route.endpoint, [])
         if parameters:
             operation["parameters"] = parameters
         if body_schema is not None:
@@ -1176,7 +1451,13 @@ def openapi_document(routes: list[Route]) -> dict:
         success_response = {"description": HTTPStatus(status).phrase}
         if success is not None:
             success_response["content"] = {"application/json": {"schema": schema_ref(success)}}
+        if success == "Task":
+            success_response["headers"] = ETAG_HEADER
+        if route.endpoint is list_tasks:
+            success_response["headers"] = LIST_HEADERS
         operation["responses"][str(status)] = success_response
+        if route.endpoint is get_task:
+            operation["responses"]["304"] = {"description": "If-None-Match names the current ETag", "headers": ETAG_HEADER}
         for error in errors:
             content = {"application/problem+json": {"schema": schema_ref("Problem")}}
             operation["responses"][str(error)] = {"description": ERROR_MEANINGS[error], "content": content}
@@ -1230,6 +1511,7 @@ routes = [
     Route("/api/{user_id:id}/tasks/{task_id:id}", update_task, methods=["PATCH"], middleware=SIGNED_IN),
     Route("/api/{user_id:id}/tasks/{task_id:id}", delete_task, methods=["DELETE"], middleware=SIGNED_IN),
     Route("/api/{user_id:id}/tasks/{task_id:id}/complete", set_completed, methods=["PATCH"], middleware=SIGNED_IN),
+    Route("/api/{user_id:id}/tags", list_tags, methods=["GET"], middleware=SIGNED_IN),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
@@ -1275,8 +1557,8 @@ app = Starlette(
             CORSMiddleware,
             allow_origins=CORS_ORIGINS,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["Location", "Retry-After", "X-Request-ID"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"],
+            expose_headers=["ETag", "Link", "Location", "Retry-After", "X-Request-ID", "X-Total-Count"],
             max_age=600,
         ),
     ],

@@ -1,51 +1,76 @@
 -- Every statement here names the owner in its WHERE clause: ownership is enforced by the
 -- database query itself, not only by the check of the path against the token.
+-- A write with If-Match passes the ETags it names as text, ',12-3,12-7,' (id-version; null:
+-- no condition), and changes the row only when its own is one of them: the check and the
+-- write are one statement, so of many racing writes with one ETag exactly one finds it.
 
 -- name: list_tasks :many
--- Newest first. A null completed means both.
-SELECT id, user_id, title, description, completed, created_at, updated_at
+-- One page of the caller's tasks matching every filter given (a null filter is no filter),
+-- with the number matching in all. {tags_match} is the database's own test of "carries all
+-- of :tags" (sql/<database>/tags.sql); {order} is one entry of SORT_ORDERS in
+-- todo_service.py, picked by key. Neither is ever client text.
+SELECT id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at,
+       count(*) OVER () AS total
 FROM tasks
 WHERE user_id = :user_id
   AND (CAST(:completed AS boolean) IS NULL OR completed = :completed)
-ORDER BY id DESC
+  AND (CAST(:priorities AS text) IS NULL OR replace(:priorities, ',' || priority || ',', '') <> :priorities)
+  AND (CAST(:tags AS text) IS NULL OR {tags_match})
+  AND (CAST(:pattern AS text) IS NULL
+       OR lower(title) LIKE :pattern ESCAPE '\'
+       OR lower(description) LIKE :pattern ESCAPE '\')
+  AND (CAST(:due_after AS timestamptz) IS NULL OR due_at >= :due_after)
+  AND (CAST(:due_before AS timestamptz) IS NULL OR due_at < :due_before)
+  AND (CAST(:overdue AS boolean) IS NULL
+       OR :overdue = (due_at IS NOT NULL AND due_at < :now AND NOT completed))
+ORDER BY {order}
 LIMIT :limit OFFSET :offset
 
 -- name: insert_task :one
 -- Inserts nothing, and returns no row, when the owner does not exist.
-INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at)
-SELECT id, :title, :description, :completed, :now, :now
+INSERT INTO tasks (user_id, title, description, completed, priority, due_at, tags, created_at, updated_at)
+SELECT id, :title, :description, :completed, :priority, :due_at, :tags, :now, :now
 FROM users
 WHERE id = :user_id
-RETURNING id, user_id, title, description, completed, created_at, updated_at
+RETURNING id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at
 
 -- name: get_task :one
-SELECT id, user_id, title, description, completed, created_at, updated_at
+SELECT id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at
 FROM tasks
 WHERE id = :task_id AND user_id = :user_id
 
 -- name: replace_task :one
 UPDATE tasks
-SET title = :title, description = :description, completed = :completed, updated_at = :now
+SET title = :title, description = :description, completed = :completed, priority = :priority,
+    due_at = :due_at, tags = :tags, version = version + 1, updated_at = :now
 WHERE id = :task_id AND user_id = :user_id
-RETURNING id, user_id, title, description, completed, created_at, updated_at
+  AND (CAST(:if_match AS text) IS NULL OR replace(:if_match, ',' || id || '-' || version || ',', '') <> :if_match)
+RETURNING id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at
 
 -- name: update_task :one
--- A null title or completed means unchanged; description may be set to null, so it has a flag.
+-- A null field means unchanged; description and due_at may be set to null, so they have flags.
 UPDATE tasks
 SET title = COALESCE(:title, title),
     description = CASE WHEN :set_description THEN :description ELSE description END,
     completed = COALESCE(:completed, completed),
+    priority = COALESCE(:priority, priority),
+    due_at = CASE WHEN :set_due_at THEN :due_at ELSE due_at END,
+    tags = COALESCE(:tags, tags),
+    version = version + 1,
     updated_at = :now
 WHERE id = :task_id AND user_id = :user_id
-RETURNING id, user_id, title, description, completed, created_at, updated_at
+  AND (CAST(:if_match AS text) IS NULL OR replace(:if_match, ',' || id || '-' || version || ',', '') <> :if_match)
+RETURNING id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at
 
 -- name: set_task_completed :one
 UPDATE tasks
-SET completed = :completed, updated_at = :now
+SET completed = :completed, version = version + 1, updated_at = :now
 WHERE id = :task_id AND user_id = :user_id
-RETURNING id, user_id, title, description, completed, created_at, updated_at
+  AND (CAST(:if_match AS text) IS NULL OR replace(:if_match, ',' || id || '-' || version || ',', '') <> :if_match)
+RETURNING id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at
 
 -- name: delete_task :one
 DELETE FROM tasks
 WHERE id = :task_id AND user_id = :user_id
+  AND (CAST(:if_match AS text) IS NULL OR replace(:if_match, ',' || id || '-' || version || ',', '') <> :if_match)
 RETURNING id

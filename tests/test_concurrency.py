@@ -10,7 +10,7 @@ from collections import Counter
 
 import httpx
 
-TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
+TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "priority", "due_at", "tags", "created_at", "updated_at"}
 
 
 def send_together(service, requests: list[tuple[str, str, dict]]) -> list[httpx.Response]:
