@@ -320,8 +320,9 @@ def load_queries(directory: Path) -> dict[str, Query]:
         if kind != "name":
             continue
         name, mode = header.split()
-        for fragment, fragment_text in fragments.items():
-            text = text.replace(f"{{{fragment}}}", fragment_text)
+        while any(f"{{{fragment}}}" in text for fragment in fragments):  # fragments may hold fragments
+            for fragment, fragment_text in fragments.items():
+                text = text.replace(f"{{{fragment}}}", fragment_text)
         if "{order}" not in text:
             queries[name] = prepared(mode.lstrip(":"), text)
             continue

@@ -4,15 +4,10 @@
 -- no condition), and changes the row only when its own is one of them: the check and the
 -- write are one statement, so of many racing writes with one ETag exactly one finds it.
 
--- name: list_tasks :many
--- One page of the caller's tasks matching every filter given (a null filter is no filter),
--- with the number matching in all. {tags_match} is the database's own test of "carries all
--- of :tags" (sql/<database>/tags.sql); {order} is one entry of SORT_ORDERS in
--- todo_service.py, picked by key. Neither is ever client text.
-SELECT id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at,
-       count(*) OVER () AS total
-FROM tasks
-WHERE user_id = :user_id
+-- fragment: task_filters
+-- The caller's tasks matching every filter given; a null filter is no filter. {tags_match}
+-- is the database's own test of "carries all of :tags" (sql/<database>/tags.sql).
+user_id = :user_id
   AND (CAST(:completed AS boolean) IS NULL OR completed = :completed)
   AND (CAST(:priorities AS text) IS NULL OR replace(:priorities, ',' || priority || ',', '') <> :priorities)
   AND (CAST(:tags AS text) IS NULL OR {tags_match})
@@ -23,6 +18,16 @@ WHERE user_id = :user_id
   AND (CAST(:due_before AS timestamptz) IS NULL OR due_at < :due_before)
   AND (CAST(:overdue AS boolean) IS NULL
        OR :overdue = (due_at IS NOT NULL AND due_at < :now AND NOT completed))
+
+-- name: list_tasks :many
+-- One page of the matching tasks, each row with the number matching in all. The count is a
+-- subquery the database runs once: a window over every match would read every row of a
+-- user with 10,000 tasks for a page of 20. {order} is one entry of SORT_ORDERS in
+-- todo_service.py, picked by key, never client text.
+SELECT id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at,
+       (SELECT count(*) FROM tasks WHERE {task_filters}) AS total
+FROM tasks
+WHERE {task_filters}
 ORDER BY {order}
 LIMIT :limit OFFSET :offset
 

@@ -13,5 +13,7 @@ ALTER TABLE tasks
 CREATE INDEX tasks_user_created_idx ON tasks (user_id, created_at, id);
 CREATE INDEX tasks_user_updated_idx ON tasks (user_id, updated_at, id);
 CREATE INDEX tasks_user_due_idx ON tasks (user_id, due_at, id);
+CREATE INDEX tasks_user_due_desc_idx ON tasks (user_id, due_at DESC NULLS LAST, id DESC);
+CREATE INDEX tasks_user_title_idx ON tasks (user_id, lower(title) COLLATE "C", id);
 CREATE INDEX tasks_user_priority_idx ON tasks (user_id, priority, id);
 CREATE INDEX tasks_tags_idx ON tasks USING gin (tags jsonb_path_ops);
