@@ -1,9 +1,12 @@
-"""Interop with a real Better Auth: the tokens its jwt plugin issues drive every route.
+"""Interop with a real Better Auth at its defaults: every sign-in method, its own user ids.
 
-tests/better_auth/server.mjs runs Better Auth in Node (memory adapter, email and password,
-the jwt plugin with its defaults but for `sub`, which is the backend's user id); install it
-with `npm ci --prefix tests/better_auth`. Without Node, or without that install, the module
-skips, saying why (under CI a missing install is an error: .ci/run installs it).
+tests/better_auth/server.mjs runs Better Auth in Node as a team sets it up (memory adapter,
+email and password, the anonymous and magic-link plugins, `jwt()` with its defaults, so a
+token's `sub` is Better Auth's own user id); install it with `npm ci --prefix tests/better_auth`.
+The service links each (issuer, sub) to a backend account of its own, made on the first token;
+GET /api/me names it, and its id is the one in the task paths.
+Without Node, or without that install, the module skips, saying why (under CI a missing
+install is an error: .ci/run installs it).
 It runs once, on PostgreSQL when TEST_DATABASE_URL is set and on SQLite otherwise.
 """
 
@@ -14,7 +17,9 @@ import secrets
 import shutil
 import subprocess
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,7 +32,11 @@ from conftest import TEST_DATABASE_URL, database_for, free_port, running_service
 BETTER_AUTH_DIR = Path(__file__).resolve().parent / "better_auth"
 INSTALL_COMMAND = "npm ci --prefix tests/better_auth"
 JWKS_REFETCH_SECONDS = 30  # the contract: an unknown kid refetches the JWKS at most once per 30 s
-TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
+PROBLEM = "application/problem+json"
+TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "priority", "due_at", "tags", "created_at", "updated_at"}
+SIGN_IN_METHODS = ["email", "anonymous", "magic-link"]
+BETTER_AUTH_PASSWORD = "better-auth-password-1"
+BACKEND_PASSWORD = "backend-password-1"
 
 
 def node_or_skip() -> str:
@@ -43,15 +52,15 @@ def node_or_skip() -> str:
 
 
 @contextmanager
-def running_better_auth(node: str, url: str, backend_url: str, log_path: Path):
+def running_better_auth(node: str, url: str, log_path: Path, **settings):
     """Start server.mjs; yield once it prints that it is ready; stop it with SIGTERM."""
     env = {
         **os.environ,
         "BETTER_AUTH_URL": url,
         "BETTER_AUTH_SECRET": secrets.token_hex(32),
-        "BACKEND_URL": backend_url,
         "BETTER_AUTH_TELEMETRY": "0",
         "NODE_ENV": "development",  # as `next dev`: production would rate-limit our sign-ins
+        **settings,
     }
     with open(log_path, "w") as log_file:
         process = subprocess.Popen([node, "server.mjs"], cwd=BETTER_AUTH_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT)
@@ -71,39 +80,52 @@ def running_better_auth(node: str, url: str, backend_url: str, log_path: Path):
             process.kill()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """Better Auth and the service, configured for each other as in production."""
+@contextmanager
+def started_stack(directory: Path, **better_auth_settings):
+    """Better Auth, then the service on a fresh database, configured for each other as in production."""
     node = node_or_skip()
-    directory = tmp_path_factory.mktemp("better-auth")
     auth_url = f"http://127.0.0.1:{free_port()}"
     with database_for("postgresql" if TEST_DATABASE_URL else "sqlite", directory) as database_url:
         # Better Auth's defaults: iss and aud are its base URL, the JWKS is at /api/auth/jwks.
         issuer = SimpleNamespace(jwks_url=f"{auth_url}/api/auth/jwks")
         env = service_environment(database_url, issuer, JWT_ISSUER=auth_url, JWT_AUDIENCE=auth_url)
-        backend_url = f"http://127.0.0.1:{env['PORT']}"
-        with running_better_auth(node, auth_url, backend_url, directory / "better-auth.log"):
-            with running_service(env, directory / "service.log") as service:
+        with running_better_auth(node, auth_url, directory / "better-auth.log", **better_auth_settings):
+            with running_service(env, directory / "service.log") as service, ExitStack() as clients:
                 # The service fetched the JWKS while starting (Better Auth made its first key then).
                 jwks_fetched_by = time.monotonic()
-                with httpx.Client(base_url=service.url, timeout=30) as api:
-                    yield SimpleNamespace(auth_url=auth_url, service=service, api=api, jwks_fetched_by=jwks_fetched_by)
+                yield SimpleNamespace(
+                    auth_url=auth_url,
+                    service=service,
+                    api=clients.enter_context(httpx.Client(base_url=service.url, timeout=30)),
+                    # A new browser: a cookie jar for one Better Auth session, closed with the stack.
+                    browser=lambda: clients.enter_context(httpx.Client(base_url=auth_url, timeout=30)),
+                    jwks_fetched_by=jwks_fetched_by,
+                )
 
 
-class BetterAuthUser:
-    """Someone signed in to Better Auth: its session cookie gets tokens from GET /api/auth/token."""
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Better Auth as it comes (random user ids) and the service."""
+    with started_stack(tmp_path_factory.mktemp("better-auth")) as stack:
+        yield stack
 
-    def __init__(self, auth_url, email, password, backend_id):
-        self.email, self.password, self.id = email, password, backend_id
-        self.session = httpx.Client(base_url=auth_url, timeout=30)
-        response = self.session.post("/api/auth/sign-in/email", json={"email": email, "password": password})
-        assert response.status_code == 200, response.text
-        assert self.session.cookies.get("better-auth.session_token")
 
-    def token(self) -> str:
-        response = self.session.get("/api/auth/token")
-        assert response.status_code == 200, response.text
-        return response.json()["token"]
+@pytest.fixture(scope="module")
+def serial_stack(tmp_path_factory):
+    """Better Auth numbering its users 1, 2, 3… (generateId: "serial") and a service of its own."""
+    with started_stack(tmp_path_factory.mktemp("better-auth-serial"), BETTER_AUTH_SERIAL_IDS="1") as stack:
+        yield stack
+
+
+# ---------------------------------------------------------------------------------------
+# Callers: Better Auth users (a session cookie, tokens from /api/auth/token) and backend
+# password users (the service's own token from POST /api/auth/login).
+# ---------------------------------------------------------------------------------------
+
+
+class Caller:
+    api: httpx.Client
+    id: int
 
     @property
     def headers(self) -> dict:
@@ -113,35 +135,85 @@ class BetterAuthUser:
         return f"/api/{self.id}/tasks" + ("" if task_id is None else f"/{task_id}")
 
 
-def better_auth_sign_up(stack, email, password, **extra) -> httpx.Response:
-    body = {"name": email.partition("@")[0], "email": email, "password": password, **extra}
-    return httpx.post(f"{stack.auth_url}/api/auth/sign-up/email", json=body, timeout=30)
+class BetterAuthUser(Caller):
+    """A browser signed in to Better Auth; its backend account is what GET /api/me names."""
+
+    def __init__(self, stack, session: httpx.Client):
+        self.api, self.session = stack.api, session
+        response = session.get("/api/auth/get-session")
+        assert response.status_code == 200, response.text
+        user = response.json()["user"]
+        self.better_auth_id, self.email = user["id"], user["email"]
+
+    def token(self) -> str:
+        response = self.session.get("/api/auth/token")
+        assert response.status_code == 200, response.text
+        return response.json()["token"]
+
+    @cached_property
+    def account(self) -> dict:
+        response = self.api.get("/api/me", headers=self.headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    @property
+    def id(self) -> int:
+        return self.account["id"]
 
 
-@pytest.fixture(scope="module")
-def alice(stack):
-    """Signed up on the backend first, then in Better Auth with the same credentials."""
-    email, password = "alice@example.com", "alice-password-1"
-    account = stack.api.post("/api/auth/signup", json={"email": email, "password": password})
-    assert account.status_code == 201, account.text
-    signed_up = better_auth_sign_up(stack, email, password)
-    assert signed_up.status_code == 200, signed_up.text
-    assert signed_up.json()["user"]["backendUserId"] == str(account.json()["id"])
-    user = BetterAuthUser(stack.auth_url, email, password, account.json()["id"])
-    user.account = account.json()
-    yield user
-    user.session.close()
+class PasswordUser(Caller):
+    """Signed up on the backend with a password; logged in for the service's own token."""
+
+    def __init__(self, stack, email: str):
+        self.api, self.email = stack.api, email
+        credentials = {"email": email, "password": BACKEND_PASSWORD}
+        signed_up = self.api.post("/api/auth/signup", json=credentials)
+        assert signed_up.status_code == 201, signed_up.text
+        self.account, self.id = signed_up.json(), signed_up.json()["id"]
+        logged_in = self.api.post("/api/auth/login", json=credentials)
+        assert logged_in.status_code == 200, logged_in.text
+        self.access_token = logged_in.json()["access_token"]
+
+    def token(self) -> str:
+        return self.access_token
 
 
-@pytest.fixture(scope="module")
-def bob(stack):
-    """Signed up in Better Auth only: its sign-up made his backend account."""
-    email, password = "bob@example.com", "bob-password-1"
-    signed_up = better_auth_sign_up(stack, email, password)
-    assert signed_up.status_code == 200, signed_up.text
-    user = BetterAuthUser(stack.auth_url, email, password, int(signed_up.json()["user"]["backendUserId"]))
-    yield user
-    user.session.close()
+def unique_email(name: str) -> str:
+    return f"{name}.{secrets.token_hex(4)}@example.com"
+
+
+def sign_in(stack, method: str, email: str | None = None) -> BetterAuthUser:
+    """Sign in to Better Auth as a browser does, in a new session: by email and password, anonymously
+    (always a new user), or by a magic link (a new user the first time for that email)."""
+    session = stack.browser()
+    if method == "email":
+        response = session.post("/api/auth/sign-in/email", json={"email": email, "password": BETTER_AUTH_PASSWORD})
+        assert response.status_code == 200, response.text
+    elif method == "anonymous":
+        response = session.post("/api/auth/sign-in/anonymous")
+        assert response.status_code == 200, response.text
+    elif method == "magic-link":
+        sent = session.post("/api/auth/sign-in/magic-link", json={"email": email})
+        assert (sent.status_code, sent.json()) == (200, {"status": True})
+        mailbox = session.get("/test/magic-link", params={"email": email})
+        assert mailbox.status_code == 200, mailbox.text
+        # Following the link sets the session cookie, then redirects to the callbackURL ("/").
+        followed = session.get(mailbox.json()["url"])
+        assert followed.status_code == 302, followed.text
+    else:
+        raise ValueError(method)
+    assert session.cookies.get("better-auth.session_token")
+    return BetterAuthUser(stack, session)
+
+
+def new_better_auth_user(stack, method: str, name: str) -> BetterAuthUser:
+    """A Better Auth user no one has seen yet, signed in by `method`."""
+    email = None if method == "anonymous" else unique_email(name)
+    if method == "email":
+        body = {"name": name, "email": email, "password": BETTER_AUTH_PASSWORD}
+        signed_up = httpx.post(f"{stack.auth_url}/api/auth/sign-up/email", json=body, timeout=30)
+        assert signed_up.status_code == 200, signed_up.text
+    return sign_in(stack, method, email)
 
 
 def decoded(token: str) -> tuple[dict, dict]:
@@ -155,51 +227,68 @@ def decoded(token: str) -> tuple[dict, dict]:
 
 
 def better_auth_jwks(stack) -> dict:
-    response = httpx.get(f"{stack.auth_url}/api/auth/jwks")
+    response = httpx.get(f"{stack.auth_url}/api/auth/jwks", timeout=30)
     assert response.status_code == 200
     return response.json()
 
 
-def test_better_auth_issues_an_eddsa_token_with_the_backend_id_as_subject(stack, alice):
-    token = alice.token()
+def tasks_of(caller: Caller) -> list:
+    response = caller.api.get(caller.tasks_url(), headers=caller.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# ---------------------------------------------------------------------------------------
+# Every sign-in method: Better Auth's token, the account it makes, the task routes.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", SIGN_IN_METHODS)
+def test_better_auth_issues_an_eddsa_token_with_its_own_user_id_as_subject(stack, method):
+    user = new_better_auth_user(stack, method, "dana")
+    token = user.token()
     header, claims = decoded(token)
-    [key] = better_auth_jwks(stack)["keys"]
+    [key] = [key for key in better_auth_jwks(stack)["keys"] if key["kid"] == header["kid"]]
     assert header == {"alg": "EdDSA", "kid": key["kid"]}  # no typ
     assert {name: key[name] for name in ("kty", "crv", "alg")} == {"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA"}
     verified = jwt.decode(token, jwt.PyJWK(key), algorithms=["EdDSA"], issuer=stack.auth_url, audience=stack.auth_url)
     assert verified == claims
-    assert claims["sub"] == str(alice.id)
+    assert claims["sub"] == claims["id"] == user.better_auth_id  # Better Auth's id, nothing of the backend's
     assert claims["iss"] == claims["aud"] == stack.auth_url
     assert claims["exp"] - claims["iat"] == 900
-    # The rest is Better Auth's whole user, its own string id included: the service ignores it.
-    assert claims["email"] == alice.email and claims["backendUserId"] == str(alice.id)
-    assert claims["id"] != claims["sub"]
+    assert claims["email"] == user.email  # for anonymous users, a placeholder Better Auth made up
 
 
-def test_the_session_tells_the_frontend_the_backend_user_id(alice):
-    response = alice.session.get("/api/auth/get-session")
-    assert response.status_code == 200
-    assert response.json()["user"]["backendUserId"] == str(alice.id)
-
-
-def test_me_with_a_better_auth_token_is_the_backend_account(stack, alice):
-    response = stack.api.get("/api/me", headers=alice.headers)
+@pytest.mark.parametrize("method", SIGN_IN_METHODS)
+def test_the_first_better_auth_token_makes_the_account_me_names(stack, method):
+    user = new_better_auth_user(stack, method, "erin")
+    response = stack.api.get("/api/me", headers=user.headers)
     assert response.status_code == 200, response.text
-    assert response.json() == alice.account
+    assert response.headers["content-type"] == "application/json"
+    account = response.json()
+    assert set(account) == {"id", "email", "created_at"}
+    assert type(account["id"]) is int and account["id"] > 0
+    assert account["email"] == user.email.lower()
+    assert account["created_at"].endswith("Z")
+    assert datetime.fromisoformat(account["created_at"]).utcoffset() == timedelta(0)
+    again = stack.api.get("/api/me", headers=user.headers)  # a new token of the same session
+    assert (again.status_code, again.json()) == (200, account)
 
 
-def test_a_better_auth_token_drives_every_task_route(stack, alice):
-    api, headers = stack.api, alice.headers
+@pytest.mark.parametrize("method", SIGN_IN_METHODS)
+def test_a_better_auth_user_drives_every_task_route_with_the_id_from_me(stack, method):
+    user = new_better_auth_user(stack, method, "fred")
+    api, headers = stack.api, user.headers
 
-    listed = api.get(alice.tasks_url(), headers=headers)
+    listed = api.get(user.tasks_url(), headers=headers)
     assert (listed.status_code, listed.json()) == (200, [])
 
-    created = api.post(alice.tasks_url(), json={"title": "  Buy milk ", "description": "2 litres"}, headers=headers)
+    created = api.post(user.tasks_url(), json={"title": "  Buy milk ", "description": "2 litres"}, headers=headers)
     assert created.status_code == 201, created.text
     task = created.json()
     assert set(task) == TASK_FIELDS
-    assert (task["user_id"], task["title"], task["description"], task["completed"]) == (alice.id, "Buy milk", "2 litres", False)
-    task_url = alice.tasks_url(task["id"])
+    assert (task["user_id"], task["title"], task["description"], task["completed"]) == (user.id, "Buy milk", "2 litres", False)
+    task_url = user.tasks_url(task["id"])
 
     fetched = api.get(task_url, headers=headers)
     assert (fetched.status_code, fetched.json()) == (200, task)
@@ -220,79 +309,193 @@ def test_a_better_auth_token_drives_every_task_route(stack, alice):
     assert reopened.status_code == 200, reopened.text
     assert reopened.json()["completed"] is False
 
-    open_tasks = api.get(alice.tasks_url(), params={"completed": "false"}, headers=headers)
+    open_tasks = api.get(user.tasks_url(), params={"completed": "false"}, headers=headers)
     assert (open_tasks.status_code, open_tasks.json()) == (200, [reopened.json()])
 
     deleted = api.delete(task_url, headers=headers)
     assert (deleted.status_code, deleted.content) == (204, b"")
     gone = api.get(task_url, headers=headers)
     assert gone.status_code == 404
-    assert gone.headers["content-type"] == "application/problem+json"
+    assert gone.headers["content-type"] == PROBLEM
 
 
-def test_better_auth_sign_up_alone_makes_the_backend_account(stack, bob):
-    response = stack.api.get("/api/me", headers=bob.headers)
-    assert response.status_code == 200, response.text
-    assert (response.json()["id"], response.json()["email"]) == (bob.id, bob.email)
+@pytest.mark.parametrize("method", ["email", "magic-link"])  # an anonymous user cannot sign in again
+def test_a_new_session_of_the_same_better_auth_user_is_the_same_account(stack, method):
+    first = new_better_auth_user(stack, method, "gina")
+    created = stack.api.post(first.tasks_url(), json={"title": "from the first session"}, headers=first.headers)
+    assert created.status_code == 201, created.text
+    again = sign_in(stack, method, first.email)
+    assert again.session.cookies["better-auth.session_token"] != first.session.cookies["better-auth.session_token"]
+    assert decoded(again.token())[1]["sub"] == first.better_auth_id
+    assert again.account == first.account
+    assert tasks_of(again) == [created.json()]
+
+
+# ---------------------------------------------------------------------------------------
+# No caller reaches another account's tasks: two Better Auth users, a Better Auth user and
+# a backend password user with the same email, and Better Auth's user "1" and backend user 1.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def alice(stack):
+    """Signed up in Better Auth by email and password; her first token made her account."""
+    user = new_better_auth_user(stack, "email", "alice")
+    assert user.account
+    return user
+
+
+@pytest.fixture(scope="module")
+def bob(stack):
+    """Signed in to Better Auth by a magic link."""
+    user = new_better_auth_user(stack, "magic-link", "bob")
+    assert user.account
+    return user
+
+
+@pytest.fixture(scope="module")
+def alice_by_password(stack, alice):
+    """Signed up on the backend with alice's email, after her Better Auth account was linked."""
+    return PasswordUser(stack, alice.email)
+
+
+@pytest.fixture(scope="module")
+def backend_user_1(serial_stack):
+    """The service's first user: a password account, signed up before anyone used Better Auth."""
+    user = PasswordUser(serial_stack, "first@example.com")
+    assert user.id == 1, user.account
+    return user
+
+
+@pytest.fixture(scope="module")
+def better_auth_user_1(serial_stack, backend_user_1):
+    """Better Auth's first user, with the same email as backend user 1: its tokens' sub is "1"."""
+    body = {"name": "first", "email": backend_user_1.email, "password": BETTER_AUTH_PASSWORD}
+    signed_up = httpx.post(f"{serial_stack.auth_url}/api/auth/sign-up/email", json=body, timeout=30)
+    assert signed_up.status_code == 200, signed_up.text
+    user = sign_in(serial_stack, "email", backend_user_1.email)
+    assert user.better_auth_id == "1"
+    return user
 
 
 @pytest.fixture
-def alices_task(stack, alice):
-    created = stack.api.post(alice.tasks_url(), json={"title": "Alice's"}, headers=alice.headers)
+def victim(request):
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def intruder(request):
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def victims_task(victim):
+    created = victim.api.post(victim.tasks_url(), json={"title": "the victim's"}, headers=victim.headers)
     assert created.status_code == 201, created.text
     yield created.json()
-    stack.api.delete(alice.tasks_url(created.json()["id"]), headers=alice.headers)
+    victim.api.delete(victim.tasks_url(created.json()["id"]), headers=victim.headers)
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "body", "status"),
+    ("victim", "intruder"),
     [
-        ("GET", "{alice}/tasks", None, 403),
-        ("POST", "{alice}/tasks", {"title": "not yours"}, 403),
-        ("GET", "{alice}/tasks/{task}", None, 403),
-        ("PUT", "{alice}/tasks/{task}", {"title": "not yours"}, 403),
-        ("PATCH", "{alice}/tasks/{task}", {"title": "not yours"}, 403),
-        ("PATCH", "{alice}/tasks/{task}/complete", {"completed": True}, 403),
-        ("DELETE", "{alice}/tasks/{task}", None, 403),
-        ("GET", "{bob}/tasks/{task}", None, 404),
-        ("PUT", "{bob}/tasks/{task}", {"title": "not yours"}, 404),
-        ("PATCH", "{bob}/tasks/{task}", {"title": "not yours"}, 404),
-        ("PATCH", "{bob}/tasks/{task}/complete", {"completed": True}, 404),
-        ("DELETE", "{bob}/tasks/{task}", None, 404),
+        ("alice", "bob"),
+        ("alice", "alice_by_password"),
+        ("alice_by_password", "alice"),
+        ("backend_user_1", "better_auth_user_1"),
+        ("better_auth_user_1", "backend_user_1"),
     ],
     ids=[
-        "list-at-her-path", "create-at-her-path", "get-at-her-path", "put-at-her-path", "patch-at-her-path",
-        "complete-at-her-path", "delete-at-her-path", "get-at-his-path", "put-at-his-path", "patch-at-his-path",
-        "complete-at-his-path", "delete-at-his-path",
+        "better-auth-bob-at-alice",
+        "password-user-at-better-auth-user-same-email",
+        "better-auth-user-at-password-user-same-email",
+        "better-auth-1-at-backend-1",
+        "backend-1-at-better-auth-1",
+    ],
+    indirect=True,
+)
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("GET", "{victim}/tasks", None, 403),
+        ("POST", "{victim}/tasks", {"title": "not yours"}, 403),
+        ("GET", "{victim}/tasks/{task}", None, 403),
+        ("PUT", "{victim}/tasks/{task}", {"title": "not yours"}, 403),
+        ("PATCH", "{victim}/tasks/{task}", {"title": "not yours"}, 403),
+        ("PATCH", "{victim}/tasks/{task}/complete", {"completed": True}, 403),
+        ("DELETE", "{victim}/tasks/{task}", None, 403),
+        ("GET", "{intruder}/tasks/{task}", None, 404),
+        ("PUT", "{intruder}/tasks/{task}", {"title": "not yours"}, 404),
+        ("PATCH", "{intruder}/tasks/{task}", {"title": "not yours"}, 404),
+        ("PATCH", "{intruder}/tasks/{task}/complete", {"completed": True}, 404),
+        ("DELETE", "{intruder}/tasks/{task}", None, 404),
+    ],
+    ids=[
+        "list-at-their-path", "create-at-their-path", "get-at-their-path", "put-at-their-path",
+        "patch-at-their-path", "complete-at-their-path", "delete-at-their-path", "get-at-own-path",
+        "put-at-own-path", "patch-at-own-path", "complete-at-own-path", "delete-at-own-path",
     ],
 )
-def test_another_better_auth_users_token_cannot_touch_her_tasks(stack, alice, bob, alices_task, method, path, body, status):
-    url = "/api/" + path.format(alice=alice.id, bob=bob.id, task=alices_task["id"])
-    response = stack.api.request(method, url, json=body, headers=bob.headers)
+def test_no_token_reaches_another_accounts_tasks(victim, intruder, victims_task, method, path, body, status):
+    assert intruder.id != victim.id
+    url = "/api/" + path.format(victim=victim.id, intruder=intruder.id, task=victims_task["id"])
+    response = intruder.api.request(method, url, json=body, headers=intruder.headers)
     assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert stack.api.get(alice.tasks_url(), headers=alice.headers).json() == [alices_task]
+    assert response.headers["content-type"] == PROBLEM
+    assert tasks_of(victim) == [victims_task]
 
 
-def test_better_auth_sign_up_cannot_name_its_own_backend_id(stack, alice):
-    response = better_auth_sign_up(stack, "mallory@example.com", "mallory-password", backendUserId=str(alice.id))
-    assert response.status_code == 400
-    assert response.json()["code"] == "FIELD_NOT_ALLOWED"
+@pytest.mark.parametrize("backend_first", [True, False], ids=["backend-signup-first", "better-auth-first"])
+def test_a_backend_signup_and_a_better_auth_user_with_the_same_email_are_two_accounts(stack, backend_first):
+    email = unique_email("carol")
+    if backend_first:
+        by_password = PasswordUser(stack, email)
+        by_better_auth = sign_in(stack, "magic-link", email)
+        assert by_better_auth.account  # the first token: linked now
+    else:
+        by_better_auth = sign_in(stack, "magic-link", email)
+        assert by_better_auth.account  # linked first: the email is the service's already
+        by_password = PasswordUser(stack, email)  # the signup still succeeds (201)
+    assert by_password.id != by_better_auth.id
+    for user in (by_password, by_better_auth):
+        response = stack.api.get("/api/me", headers=user.headers)
+        assert response.status_code == 200, response.text
+        assert (response.json()["id"], response.json()["email"]) == (user.id, email)
 
 
-def test_better_auth_sign_up_for_an_existing_backend_account_needs_its_password(stack):
-    assert stack.api.post("/api/auth/signup", json={"email": "carol@example.com", "password": "carol-password"}).status_code == 201
-    response = better_auth_sign_up(stack, "carol@example.com", "not-carols-password")
-    assert response.status_code == 400
-    assert response.json()["message"] == "todo-backend: The email or the password is wrong."
-    signed_in = httpx.post(f"{stack.auth_url}/api/auth/sign-in/email", json={"email": "carol@example.com", "password": "not-carols-password"})
-    assert signed_in.status_code == 401
+@pytest.mark.parametrize("method", SIGN_IN_METHODS)
+def test_a_linked_accounts_email_cannot_log_in_with_a_password(stack, method):
+    user = new_better_auth_user(stack, method, "hank")
+    assert user.account  # linked: the service has an account with this email, and no password
+    refused = stack.api.post("/api/auth/login", json={"email": user.email, "password": BETTER_AUTH_PASSWORD})
+    unknown = stack.api.post("/api/auth/login", json={"email": unique_email("nobody"), "password": BETTER_AUTH_PASSWORD})
+    assert refused.status_code == 401, refused.text
+    assert refused.headers["content-type"] == PROBLEM
+    assert refused.json() == unknown.json()  # the usual 401: nothing tells a linked account apart
+
+
+def test_better_auth_numbers_its_first_user_1_when_asked(better_auth_user_1):
+    assert decoded(better_auth_user_1.token())[1]["sub"] == "1"
+
+
+def test_better_auth_user_1_is_not_backend_user_1(serial_stack, backend_user_1, better_auth_user_1):
+    me = serial_stack.api.get("/api/me", headers=better_auth_user_1.headers)
+    assert me.status_code == 200, me.text
+    assert me.json()["id"] != 1
+    assert me.json()["email"] == backend_user_1.email
+    theirs = serial_stack.api.get("/api/me", headers=backend_user_1.headers)
+    assert (theirs.status_code, theirs.json()) == (200, backend_user_1.account)
+
+
+# ---------------------------------------------------------------------------------------
+# Key rotation: Better Auth's new key is found, its old key's tokens live on.
+# ---------------------------------------------------------------------------------------
 
 
 def test_a_token_signed_with_a_key_better_auth_rotated_in_is_accepted(stack, alice):
     old_token = alice.token()
     old_kid = decoded(old_token)[0]["kid"]
-    rotated = httpx.post(f"{stack.auth_url}/test/rotate-keys")
+    rotated = httpx.post(f"{stack.auth_url}/test/rotate-keys", timeout=30)
     assert rotated.status_code == 200, rotated.text
     new_kid = rotated.json()["kid"]
     assert new_kid != old_kid

@@ -1,86 +1,69 @@
-// Better Auth issuing the access tokens todo-backend accepts.
+// Better Auth issuing the access tokens todo-backend accepts, left at its defaults.
 //
-// The `auth` object below is what a Next.js app puts in lib/auth.ts; the rest of the file
-// serves it over plain Node HTTP for the interop test (tests/test_better_auth.py).
-//   BETTER_AUTH_URL     this server's base URL: the tokens' iss and aud, todo-backend's
-//                       JWT_ISSUER and JWT_AUDIENCE (its JWKS_URL is BETTER_AUTH_URL/api/auth/jwks)
-//   BETTER_AUTH_SECRET  encrypts the stored signing keys and signs the session cookies
-//   BACKEND_URL         todo-backend's base URL, called at sign-up
-// Run: npm ci && BETTER_AUTH_URL=http://127.0.0.1:3000 BACKEND_URL=http://127.0.0.1:8000 node server.mjs
+// The `auth` object below is what a Next.js app puts in lib/auth.ts: `jwt()` is the one line
+// todo-backend asks for. No getSubject, no hook, no extra field, no call to the backend: the
+// backend links each Better Auth user (iss, sub) to an account of its own on their first token.
+// The rest of the file serves it over plain Node HTTP for the interop test
+// (tests/test_better_auth.py).
+//   BETTER_AUTH_URL         this server's base URL: the tokens' iss and aud, todo-backend's
+//                           JWT_ISSUER and JWT_AUDIENCE (its JWKS_URL is BETTER_AUTH_URL/api/auth/jwks)
+//   BETTER_AUTH_SECRET      encrypts the stored signing keys and signs the session cookies
+//   BETTER_AUTH_SERIAL_IDS  1: number users 1, 2, 3… (generateId: "serial"), so a token's sub is "1"
+// Run: npm ci && BETTER_AUTH_URL=http://127.0.0.1:3000 BETTER_AUTH_SECRET=… node server.mjs
 
 import { createServer } from "node:http";
 import { betterAuth } from "better-auth";
 import { memoryAdapter } from "better-auth/adapters/memory";
-import { APIError } from "better-auth/api";
 import { toNodeHandler } from "better-auth/node";
-import { jwt } from "better-auth/plugins";
+import { anonymous, jwt, magicLink } from "better-auth/plugins";
 import { createJwk } from "better-auth/plugins/jwt";
 
-const BACKEND_URL = process.env.BACKEND_URL ?? "http://127.0.0.1:8000";
-
-// The backend's id for this email and password: a new account, or an existing one whose
-// password matches. The id is never taken from the browser, so nobody can claim
-// someone else's account (and with it their tasks) by sending another id.
-async function backendUserId({ email, password }) {
-  const post = (path) =>
-    fetch(BACKEND_URL + path, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ email, password }),
-    });
-  let response = await post("/api/auth/signup"); // 201 {id, email, created_at}
-  if (response.status === 409) response = await post("/api/auth/login"); // 200 {user: {id}}
-  const body = await response.json();
-  if (!response.ok) {
-    // A problem+json body: detail, and for an invalid field errors: [{field, message}].
-    const why = body.errors?.map((error) => `${error.field} ${error.message}`).join("; ") || body.detail;
-    throw new APIError("BAD_REQUEST", { message: `todo-backend: ${why}` });
-  }
-  return String(body.user?.id ?? body.id);
-}
-
-// The token plugin: defaults (EdDSA / Ed25519 keys, JWKS at /api/auth/jwks, 15-minute
-// tokens, iss and aud = baseURL) except the subject, which is the backend's user id.
-const jwtOptions = {
-  jwt: { getSubject: (session) => session.user.backendUserId },
-};
+// Where sendMagicLink puts each link: an app emails it instead (see sendMagicLink below).
+const magicLinks = new Map(); // email → the last link sent to it
 
 export const auth = betterAuth({
   baseURL: process.env.BETTER_AUTH_URL,
   secret: process.env.BETTER_AUTH_SECRET,
   // The memory adapter keeps everything in this process. With your database instead, run
-  // `npx @better-auth/cli migrate`: it adds the jwks table and the backendUserId column.
+  // `npx @better-auth/cli migrate`: it adds the jwks table (and the anonymous plugin's column).
   database: memoryAdapter({ user: [], session: [], account: [], verification: [], jwks: [] }),
+  // Better Auth's own user ids: random strings by default; "serial" numbers them from 1 (the
+  // memory adapter supports it), which todo-backend must never take for its own user ids.
+  ...(process.env.BETTER_AUTH_SERIAL_IDS === "1" ? { advanced: { database: { generateId: "serial" } } } : {}),
   emailAndPassword: { enabled: true },
-  user: {
-    additionalFields: {
-      // Returned with the session (session.user.backendUserId, the {user_id} of the task
-      // URLs); input: false, so only the hook below sets it.
-      backendUserId: { type: "string", required: false, input: false },
-    },
-  },
-  databaseHooks: {
-    user: {
-      create: {
-        // Email sign-up: create or sign in to the backend account with the same credentials.
-        before: async (user, ctx) => ({ data: { ...user, backendUserId: await backendUserId(ctx.body) } }),
+  plugins: [
+    // The token plugin with its defaults: EdDSA / Ed25519 keys, JWKS at /api/auth/jwks,
+    // 15-minute tokens from GET /api/auth/token, iss and aud = baseURL, sub = the user's id.
+    jwt(),
+    anonymous(), // POST /api/auth/sign-in/anonymous: a user with no email of their own
+    magicLink({
+      // An app emails `url` to `email` here; the test harness below reads it instead.
+      sendMagicLink: async ({ email, url }) => {
+        magicLinks.set(email.toLowerCase(), url);
       },
-    },
-  },
-  plugins: [jwt(jwtOptions)],
+    }),
+  ],
 });
 
 // ---- Test harness, not part of an app: Better Auth on plain Node HTTP, on loopback. ----
 
 const url = new URL(process.env.BETTER_AUTH_URL ?? "http://127.0.0.1:3000");
 const handleAuth = toNodeHandler(auth);
+const json = (response, status, body) =>
+  response.writeHead(status, { "Content-Type": "application/json" }).end(JSON.stringify(body));
 
 createServer(async (request, response) => {
-  if (request.method === "POST" && request.url === "/test/rotate-keys") {
+  const { pathname, searchParams } = new URL(request.url, url.origin);
+  if (request.method === "POST" && pathname === "/test/rotate-keys") {
     // What the plugin does when a key outlives jwks.rotationInterval: create a new key,
     // which signs every token from now on; the old one stays in the JWKS.
+    const jwtOptions = auth.options.plugins.find((plugin) => plugin.id === "jwt").options;
     const key = await createJwk({ context: await auth.$context }, jwtOptions);
-    response.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify({ kid: key.id }));
+    json(response, 200, { kid: key.id });
+  } else if (request.method === "GET" && pathname === "/test/magic-link") {
+    // The mailbox: the last magic link sent to ?email=, as {url}; 404 if none was sent.
+    const link = magicLinks.get((searchParams.get("email") ?? "").toLowerCase());
+    link ? json(response, 200, { url: link }) : json(response, 404, { message: "no magic link sent to this email" });
   } else {
     handleAuth(request, response);
   }
