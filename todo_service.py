@@ -11,17 +11,23 @@ import asyncio
 import base64
 import gc
 import hashlib
+import heapq
+import ipaddress
+import itertools
 import json
 import logging
 import math
 import os
 import re
+import resource
 import secrets
 import signal
 import sqlite3
 import sys
 import time
 import uuid
+import contextlib
+from collections import deque
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -34,9 +40,11 @@ import bcrypt
 import databases
 import httpx
 import jwt
+import h11
 import uvicorn
+from jwt.algorithms import OKPAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from dotenv import load_dotenv
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -46,9 +54,10 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 # ---------------------------------------------------------------------------------------
 # Settings: read once, each default in one place (README and .env.example mirror them).
@@ -112,6 +121,13 @@ JWT_PRIVATE_KEY = setting("JWT_PRIVATE_KEY")
 ACCESS_TOKEN_TTL = int_setting("ACCESS_TOKEN_TTL", 900, 60, 86_400)
 CORS_ORIGINS = list_setting("CORS_ORIGINS", "http://localhost:3000")
 TRUSTED_PROXIES = list_setting("TRUSTED_PROXIES", "")
+JWKS_REFRESH_SECONDS = int_setting("JWKS_REFRESH_SECONDS", 600, 1, 86_400)
+BCRYPT_QUEUE_SECONDS = int_setting("BCRYPT_QUEUE_SECONDS", 2, 0, 60)
+HEADER_TIMEOUT_SECONDS = int_setting("HEADER_TIMEOUT_SECONDS", 10, 1, 3600)
+BODY_TIMEOUT_SECONDS = int_setting("BODY_TIMEOUT_SECONDS", 30, 1, 3600)
+# Below the descriptor limit, so that past the cap a client gets a 503, not a silent wait:
+# some descriptors stay for the database pool, the log and the JWKS fetch.
+MAX_CONNECTIONS = int_setting("MAX_CONNECTIONS", max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 128), 1, 1_000_000)
 RATE_LIMITS = {
     "signup": rate_setting("RATE_LIMIT_SIGNUP", "10/minute"),
     "login": rate_setting("RATE_LIMIT_LOGIN", "30/minute"),
@@ -139,7 +155,6 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_TOKEN_CHARS = 8192
 CLOCK_LEEWAY_SECONDS = 30
 JWKS_REFETCH_SECONDS = 30
-JWKS_MAX_AGE_SECONDS = 600
 BCRYPT_ROUNDS = 12
 MAX_PASSWORD_BYTES = 72  # bcrypt reads no further, and bcrypt 5 raises past it
 SHUTDOWN_GRACE_SECONDS = 20
@@ -161,12 +176,37 @@ class JsonLines(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+def summarise_bursts():
+    """A log filter: the same record (logger, message, level) at most once a second; the next
+    one that passes says how many it stands for. Out of descriptors, asyncio reports every
+    failed accept, thousands a second."""
+    seen: dict[tuple, list] = {}  # record's key -> [when it may pass again, records held back]
+
+    def keep(record: logging.LogRecord) -> bool:
+        key, now = (record.name, record.msg, record.levelno), time.monotonic()
+        passes_at, held_back = seen.get(key, (0.0, 0))
+        if now < passes_at:
+            seen[key] = [passes_at, held_back + 1]
+            return False
+        if len(seen) > 1000:
+            seen.clear()
+        seen[key] = [now + 1.0, 0]
+        if held_back:
+            record.fields = {**getattr(record, "fields", {}), "repeated": held_back}
+        return True
+
+    return keep
+
+
 # Every line the process writes is JSON: uvicorn's own (main() keeps uvicorn from configuring
-# logging), and asyncpg's pool, which reports each failed reconnect during an outage.
-for logger in (log, logging.getLogger("uvicorn"), logging.getLogger("asyncpg")):
+# logging), asyncpg's pool, which reports each failed reconnect during an outage, and
+# asyncio's, which reports failed accepts. Only the request log may repeat itself.
+for logger in (log, logging.getLogger("uvicorn"), logging.getLogger("asyncpg"), logging.getLogger("asyncio")):
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(JsonLines())
+        if logger is not log:
+            handler.addFilter(summarise_bursts())
         logger.addHandler(handler)
         logger.setLevel(LOG_LEVEL.upper())
         logger.propagate = False
@@ -375,9 +415,10 @@ async def run(name: str, **params):
         return rows if query.mode == "many" else None
 
 
-def utc_now() -> str:
-    """Now, as RFC 3339 text in UTC: what both databases store, and what the API shows."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def utc_now(hours_ago: int = 0) -> str:
+    """Now (or so many hours ago), as RFC 3339 text in UTC: what both databases store, and what the API shows."""
+    moment = datetime.now(UTC) - timedelta(hours=hours_ago)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def user_json(row) -> dict:
@@ -452,20 +493,61 @@ def password_matches(password: str, password_hash: str) -> bool:
     return bcrypt.checkpw(candidate, password_hash.encode())
 
 
+# Checked when an email is unknown, so that login takes as long as for a known one; timed,
+# to know how long a hash takes on this machine.
+started = time.perf_counter()
+DUMMY_PASSWORD_HASH = hash_password(secrets.token_urlsafe(32))
+HASH_SECONDS = time.perf_counter() - started
+
 # bcrypt holds a core for a quarter of a second. Hashes take turns on all cores but one, so
 # that a burst of signups queues here instead of taking the CPU the event loop serves with.
+# The queue holds only what the slots work off in BCRYPT_QUEUE_SECONDS: past that a signup
+# or login is told at once to come back (503), instead of waiting behind a flood. Logins go
+# first: a user who has an account is not kept waiting by accounts being made.
 # The cores this process may use, where the system says (Linux); macOS has no affinity call.
 usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-bcrypt_slots = asyncio.Semaphore(max(1, usable_cores - 1))
+BCRYPT_SLOTS = max(1, usable_cores - 1)
+BCRYPT_MAX_WAITERS = int(BCRYPT_QUEUE_SECONDS * BCRYPT_SLOTS / HASH_SECONDS)
+LOGIN_FIRST, SIGNUP_NEXT = 0, 1
+bcrypt_free_slots = BCRYPT_SLOTS
+bcrypt_waiters: list[tuple[int, int, asyncio.Future]] = []  # a heap: (priority, arrival, turn)
+bcrypt_arrivals = itertools.count()
 
 
-async def in_bcrypt_slot(function, *args):
-    async with bcrypt_slots:
+def release_bcrypt_slot() -> None:
+    """Hand the slot to the first waiter still waiting, or free it."""
+    global bcrypt_free_slots
+    while bcrypt_waiters:
+        _, _, turn = heapq.heappop(bcrypt_waiters)
+        if not turn.done():
+            turn.set_result(None)
+            return
+    bcrypt_free_slots += 1
+
+
+async def in_bcrypt_slot(request: Request, priority: int, function, *args):
+    """Run a bcrypt function in a worker thread once a slot is free, for a client still there."""
+    global bcrypt_free_slots
+    if bcrypt_free_slots > 0:
+        bcrypt_free_slots -= 1
+    elif len(bcrypt_waiters) >= BCRYPT_MAX_WAITERS:
+        seconds = max(1, math.ceil(BCRYPT_QUEUE_SECONDS))
+        raise ProblemError(503, "Too many sign-ups and logins at once; try again shortly.", {"Retry-After": str(seconds)})
+    else:
+        turn = asyncio.get_running_loop().create_future()
+        heapq.heappush(bcrypt_waiters, (priority, next(bcrypt_arrivals), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # handed the slot just as it was cancelled
+                release_bcrypt_slot()
+            raise
+    try:
+        if await request.is_disconnected():  # a hash nobody will read is a quarter second lost
+            raise ClientDisconnect()
         return await run_in_threadpool(function, *args)
-
-
-# Checked when an email is unknown, so that login takes as long as for a known one.
-DUMMY_PASSWORD_HASH = hash_password(secrets.token_urlsafe(32))
+    finally:
+        release_bcrypt_slot()
 
 
 def load_signing_key() -> Ed25519PrivateKey:
@@ -519,6 +601,8 @@ def parse_jwks(document) -> dict[str, jwt.PyJWK]:
             continue
         if "d" in entry:  # a private key published by mistake is not one to trust
             continue
+        if entry.get("alg") == "Ed25519":  # RFC 9864's name for what PyJWT calls EdDSA
+            entry = {**entry, "alg": "EdDSA"}
         try:
             key = jwt.PyJWK(entry)
         except (jwt.PyJWTError, TypeError, ValueError):  # PyJWT raises TypeError for an alg that is a list
@@ -541,23 +625,43 @@ async def fetch_jwks() -> None:
     log.info("JWKS fetched: %d keys", len(keys))
 
 
+async def refresh_jwks_forever() -> None:
+    """Refetch the JWKS every JWKS_REFRESH_SECONDS, so that a key removed from Better Auth
+    stops being trusted; a task of its own, so no request ever waits on Better Auth for a
+    key it knows."""
+    while True:
+        await asyncio.sleep(JWKS_REFRESH_SECONDS)
+        async with jwks_lock:
+            await fetch_jwks()
+
+
 async def verification_key(kid) -> jwt.PyJWK | None:
     """The key for a token's kid: the service's own, or Better Auth's from JWKS_URL only.
 
     A token's own `jku`, `x5u` or `jwk` header is never followed: the issuer is configured,
-    not claimed. Known keys are refetched after JWKS_MAX_AGE_SECONDS, so a key removed from
-    Better Auth stops being trusted.
+    not claimed. An unknown kid refetches the JWKS at once (a key Better Auth has just
+    rotated in), at most once per JWKS_REFETCH_SECONDS.
     """
     if kid in OWN_KEYS or not JWKS_URL:
         return OWN_KEYS.get(kid)
-    age = time.monotonic() - jwks_cache["fetched_at"]
-    if kid in jwks_cache["keys"] and age < JWKS_MAX_AGE_SECONDS:
+    if kid in jwks_cache["keys"]:
         return jwks_cache["keys"][kid]
     async with jwks_lock:
-        age = time.monotonic() - jwks_cache["fetched_at"]
-        if age >= JWKS_MAX_AGE_SECONDS or (kid not in jwks_cache["keys"] and age >= JWKS_REFETCH_SECONDS):
+        if kid not in jwks_cache["keys"] and time.monotonic() - jwks_cache["fetched_at"] >= JWKS_REFETCH_SECONDS:
             await fetch_jwks()
     return jwks_cache["keys"].get(kid)
+
+
+# RFC 9864 names EdDSA over Ed25519 `Ed25519`; PyJWT knows the old name only.
+jwt.register_algorithm("Ed25519", OKPAlgorithm())
+
+
+def signature_check(key: jwt.PyJWK, header_alg) -> tuple[object, list[str]]:
+    """The key and algorithms to check a signature with: the key's own algorithm, or for an
+    Ed25519 key allowed as EdDSA, also its RFC 9864 name."""
+    if header_alg == "Ed25519" and key.algorithm_name == "EdDSA" and isinstance(key.key, Ed25519PublicKey):
+        return key.key, ["Ed25519"]
+    return key, JWT_ALGORITHMS
 
 
 MAX_SUBJECT_CHARS = 255
@@ -611,14 +715,16 @@ async def token_user_id(token: str) -> int:
         if time.time() < expires_at and await verification_key(kid) is key:
             return user_id
         verified_tokens.pop(token, None)
-    kid = jwt.get_unverified_header(token).get("kid")
+    header = jwt.get_unverified_header(token)
+    kid = header.get("kid")
     key = await verification_key(kid)
     if key is None:
         raise jwt.InvalidTokenError("unknown kid")
+    checked_key, algorithms = signature_check(key, header.get("alg"))
     claims = jwt.decode(
         token,
-        key,
-        algorithms=JWT_ALGORITHMS,
+        checked_key,
+        algorithms=algorithms,
         issuer=JWT_ISSUER,
         audience=JWT_AUDIENCE,
         leeway=CLOCK_LEEWAY_SECONDS,
@@ -682,26 +788,62 @@ def signed_in(app):
     return authenticate
 
 
-# Fixed windows per (limit, client or email): (window start, requests in it). In-process, so
-# each replica counts on its own (see the README on running several).
-rate_windows: dict[tuple[str, str], tuple[float, int]] = {}
-RATE_WINDOWS_PRUNE_AT = 100_000
+# Fixed windows per (limit, client or email), each opened by its first hit. On PostgreSQL
+# the counts are rows of rate_limits, shared by every replica; a SQLite file belongs to one
+# process, which counts here: per limit, (window end, hits) by client, and a queue of the
+# windows in the order they opened (which is the order they close), so expiry costs O(1) a
+# hit, and no limit ever holds more than RATE_ENTRIES_MAX clients (the oldest go first).
+RATE_ENTRIES_MAX = 100_000
+rate_counts: dict[str, dict[str, tuple[float, int]]] = {limit: {} for limit in RATE_LIMITS}
+rate_windows: dict[str, deque[tuple[float, str]]] = {limit: deque() for limit in RATE_LIMITS}
 
 
-def retry_after(limit: str, key: str) -> int | None:
-    """Count one request against a limit; None if allowed, else seconds until it would be."""
-    allowed, period = RATE_LIMITS[limit]
-    now = time.monotonic()
-    start, used = rate_windows.get((limit, key), (now, 0))
-    if now - start >= period:
-        start, used = now, 0
-    if used >= allowed:
-        return math.ceil(start + period - now)
-    rate_windows[(limit, key)] = (start, used + 1)
-    if len(rate_windows) > RATE_WINDOWS_PRUNE_AT:
-        for expired in [k for k, (begun, _) in rate_windows.items() if now - begun >= RATE_LIMITS[k[0]][1]]:
-            del rate_windows[expired]
-    return None
+async def hits_so_far(limit: str, client: str) -> tuple[int, int]:
+    """Count one hit against a limit: (hits in the client's window so far, seconds until it ends)."""
+    _, period = RATE_LIMITS[limit]
+    now = time.time()
+    if IS_POSTGRES:
+        row = await run("count_hit", limit_name=limit, client=client, expires_at=now + period, now=now)
+        return row["hits"], math.ceil(row["expires_at"] - now)
+    counts, windows = rate_counts[limit], rate_windows[limit]
+    while windows and (windows[0][0] <= now or len(counts) >= RATE_ENTRIES_MAX):
+        expires_at, expired = windows.popleft()
+        if counts.get(expired, (None,))[0] == expires_at:  # not a window opened again since
+            del counts[expired]
+    expires_at, hits = counts.get(client, (now + period, 0))
+    if hits == 0:
+        windows.append((expires_at, client))
+    counts[client] = (expires_at, hits + 1)
+    return hits + 1, math.ceil(expires_at - now)
+
+
+async def delete_expired_rate_limits_forever() -> None:
+    """PostgreSQL: remove windows that have closed, a bounded batch at a time, off the request path."""
+    while True:
+        await asyncio.sleep(10)
+        with contextlib.suppress(*DATABASE_UNAVAILABLE):
+            while (await run("delete_expired_rate_limits", now=time.time()))["deleted"] == 1000:
+                await asyncio.sleep(0.1)
+
+
+def client_key(request: Request) -> str:
+    """Who a rate limit counts: the client's address, an IPv6 client by its /64 (one
+    subscriber's whole prefix). uvicorn has already put X-Forwarded-For in its place when
+    the peer is a TRUSTED_PROXIES entry."""
+    host = request.client.host if request.client else "unknown"
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(host)
+        if address.version == 6 and address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        if address.version == 6:
+            return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return host
+
+
+async def enforce_rate_limit(limit: str, client: str) -> None:
+    hits, seconds = await hits_so_far(limit, client)
+    if hits > RATE_LIMITS[limit][0]:
+        raise ProblemError(429, f"Too many attempts; try again in {seconds} s.", {"Retry-After": str(seconds)})
 
 
 # ---------------------------------------------------------------------------------------
@@ -959,6 +1101,24 @@ async def unwritten(user_id: int, task_id: int) -> ProblemError:
     return ProblemError(412, "The task has changed since the ETag in If-Match; read it again.", {"ETag": etag(task)})
 
 
+IDEMPOTENCY_HOURS = 24
+IDEMPOTENCY_KEY_PATTERN = re.compile(r'[\x21\x23-\x7e]{1,255}')  # visible ASCII but the quote
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The Idempotency-Key header (IETF httpapi draft), bare or as the draft's quoted string."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
+        message = "must be 1 to 255 visible ASCII characters"
+        raise ProblemError(400, f"Idempotency-Key {message}.", errors=[{"field": "Idempotency-Key", "message": message}])
+    return key
+
+
 def task_response(task, status: int = 200, headers: dict | None = None) -> Response:
     return JSONResponse(task_json(task), status, headers={"ETag": etag(task), **(headers or {})})
 
@@ -1015,7 +1175,7 @@ def list_query(request: Request) -> tuple[str, dict]:
     if not re.fullmatch(r"[0-9]{1,18}", offset):
         raise bad_parameter("offset", "must be a whole number, 0 or more")
     # q is found as written: its %, _ and \ are escaped out of LIKE's wildcards.
-    pattern = None if search is None else "%" + re.sub(r"([\\%_])", r"\\\1", search.lower()) + "%"
+    pattern = None if search is None else "%" + re.sub(r"([\\%_])", r"\\\1", search) + "%"
     return sort, {
         "completed": true_or_false(query, "completed"),
         "priorities": None if priorities is None else ",".join(["", *(str(PRIORITIES.index(p)) for p in priorities.split(",")), ""]),
@@ -1034,17 +1194,6 @@ def next_page(request: Request, offset: int) -> str:
     return f'<{request.url.path}?{urlencode([*query, ("offset", str(offset))])}>; rel="next"'
 
 
-def client_address(request: Request) -> str:
-    # uvicorn has already replaced the peer by X-Forwarded-For when the peer is a TRUSTED_PROXIES entry.
-    return request.client.host if request.client else "unknown"
-
-
-def enforce_rate_limit(limit: str, key: str) -> None:
-    seconds = retry_after(limit, key)
-    if seconds is not None:
-        raise ProblemError(429, f"Too many attempts; try again in {seconds} s.", {"Retry-After": str(seconds)})
-
-
 # ---------------------------------------------------------------------------------------
 # Handlers: one per route.
 # ---------------------------------------------------------------------------------------
@@ -1052,9 +1201,9 @@ def enforce_rate_limit(limit: str, key: str) -> None:
 
 async def signup(request: Request) -> Response:
     """Create an account; only the password's bcrypt hash is stored."""
-    enforce_rate_limit("signup", client_address(request))
+    await enforce_rate_limit("signup", client_key(request))
     body = await parse_body(request, Signup)
-    password_hash = await in_bcrypt_slot(hash_password, body.password)
+    password_hash = await in_bcrypt_slot(request, SIGNUP_NEXT, hash_password, body.password)
     user = await run("insert_user", email=body.email, password_hash=password_hash, now=utc_now())
     if user is None:
         raise ProblemError(409, "An account with this email already exists.")
@@ -1063,15 +1212,18 @@ async def signup(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     """Exchange email and password for an access token; every wrong credential is the same 401."""
-    enforce_rate_limit("login", client_address(request))
+    await enforce_rate_limit("login", client_key(request))
     body = await parse_body(request, Login)
     email = body.email.strip().lower()
-    enforce_rate_limit("login_email", email)
     # Only an address signup accepts can exist; anything else (a NUL, which PostgreSQL text
     # cannot even hold) skips the lookup but still pays for the dummy hash.
     user = await run("get_login", email=email) if EMAIL_PATTERN.fullmatch(email) else None
     password_hash = user["password_hash"] if user else DUMMY_PASSWORD_HASH
-    if not await in_bcrypt_slot(password_matches, body.password, password_hash) or user is None:
+    if not await in_bcrypt_slot(request, LOGIN_FIRST, password_matches, body.password, password_hash) or user is None:
+        # Only failures count against the email: a correct password has paid for its hash, so
+        # whoever knows someone's address cannot lock them out. Counted by a hash of the
+        # address, which is all the rate_limits table ever holds of it.
+        await enforce_rate_limit("login_email", hashlib.sha256(email.encode()).hexdigest())
         raise ProblemError(401, "The email or the password is wrong.")
     return JSONResponse(
         {
@@ -1116,10 +1268,21 @@ async def list_tasks(request: Request) -> Response:
 
 
 async def create_task(request: Request) -> Response:
-    """Add a task for the caller."""
+    """Add a task for the caller; with an Idempotency-Key, a retry answers the task it made."""
     user_id = request.scope["user_id"]
     body = await parse_body(request, TaskFields)
-    task = await run("insert_task", user_id=user_id, now=utc_now(), **stored(body.model_dump()))
+    key = idempotency_key(request)
+    fields = stored(body.model_dump())
+    request_hash = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest() if key else None
+    retry = {"idempotency_key": key, "request_hash": request_hash}
+    task = await run("insert_task", user_id=user_id, now=utc_now(), **retry, **fields)
+    if task is None and key is not None:
+        task = await run("get_task_by_idempotency_key", user_id=user_id, idempotency_key=key)
+        if task is not None and task["created_at"] < utc_now(hours_ago=IDEMPOTENCY_HOURS):
+            await run("forget_idempotency_key", user_id=user_id, idempotency_key=key)
+            task = await run("insert_task", user_id=user_id, now=utc_now(), **retry, **fields)
+        elif task is not None and task["request_hash"] != request_hash:
+            raise ProblemError(422, "This Idempotency-Key was already used with another body.")
     if task is None:
         raise ProblemError(404, "No such user.")
     return task_response(task, 201, {"Location": f"/api/{user_id}/tasks/{task['id']}"})
@@ -1241,11 +1404,112 @@ def allowed_methods(scope) -> str:
     return ", ".join(sorted(methods))
 
 
+async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    """The client hung up before its answer: its doing, logged as 499 (nginx's number for it)."""
+    return Response(status_code=499)
+
+
+class BodyTimeout(Exception):
+    """The body did not arrive within BODY_TIMEOUT_SECONDS."""
+
+
+async def body_timeout(request: Request, exc: BodyTimeout) -> Response:
+    return problem(408, f"The body did not arrive within {BODY_TIMEOUT_SECONDS} s.", {"Connection": "close"})
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
     return problem(500, "Something went wrong on our side; it has been logged.")
 
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Any other method is logged as OTHER: a client may send a 12,000-character one.
+KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+
+
+def body_deadline(app):
+    """A body must arrive within BODY_TIMEOUT_SECONDS of its headers: a client that trickles
+    it, or stops, is answered 408 and cut off instead of holding its connection."""
+
+    async def middleware(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        deadline = asyncio.get_running_loop().time() + BODY_TIMEOUT_SECONDS
+        body_done = False
+
+        async def receive_in_time():
+            nonlocal body_done
+            if body_done:  # what is left to receive is the disconnect, whenever it comes
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout() from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await app(scope, receive_in_time, send)
+
+    return middleware
+
+
+class ReadDeadlines(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with deadlines on reading each request.
+
+    uvicorn has none (its keep-alive timeout stops at the first byte), so a client could send
+    half a request, or a body it never finishes, and hold its connection and descriptor for
+    as long as it liked. The line and headers must arrive within HEADER_TIMEOUT_SECONDS (else
+    408 and closed). A body the route reads is cut off by body_deadline, which can still
+    answer 408; one it never reads, still trickling in after the answer, is cut off here a
+    second later. A class because uvicorn takes its protocol as one.
+    """
+
+    timer = None
+    waiting_for = None  # "headers", "body" or None
+
+    def wait_for(self, part) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.waiting_for = part
+        if part == "headers":
+            self.timer = self.loop.call_later(HEADER_TIMEOUT_SECONDS, self.headers_too_late)
+        elif part == "body":
+            self.timer = self.loop.call_later(BODY_TIMEOUT_SECONDS + 1, self.body_too_late)
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.wait_for("headers")
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        reading = self.conn.their_state
+        if self.waiting_for == "headers" and reading is not h11.IDLE:
+            self.wait_for("body" if reading is h11.SEND_BODY else None)
+        elif self.waiting_for == "body" and reading is not h11.SEND_BODY:
+            self.wait_for(None)
+
+    def on_response_complete(self) -> None:
+        if self.conn.their_state is not h11.SEND_BODY:
+            self.wait_for("headers")  # the next request on this connection
+        super().on_response_complete()
+
+    def connection_lost(self, exc) -> None:
+        self.wait_for(None)
+        super().connection_lost(exc)
+
+    def headers_too_late(self) -> None:
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        body = json.dumps({"type": "about:blank", "title": "Request Timeout", "status": 408,
+                           "detail": f"The request line and headers did not arrive within {HEADER_TIMEOUT_SECONDS} s."}).encode()
+        head = f"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        self.transport.write(head.encode() + body)
+        self.transport.close()
+
+    def body_too_late(self) -> None:
+        if not self.transport.is_closing() and self.conn.their_state is h11.SEND_BODY:
+            self.transport.close()
 
 
 def request_log(app):
@@ -1276,7 +1540,7 @@ def request_log(app):
         finally:
             route = scope.get("route")
             fields = {
-                "method": scope["method"],
+                "method": scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER",
                 "route": getattr(route, "path_format", None),
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 2),
@@ -1373,8 +1637,9 @@ ERROR_MEANINGS = {
     409: "The email is taken",
     412: "If-Match names another version of the task; see ETag",
     413: "The body is over 1 MiB",
+    422: "This Idempotency-Key was already used with another body",
     429: "Too many attempts; see Retry-After",
-    503: "The database is unavailable; see Retry-After",
+    503: "The database is unavailable, or too many sign-ups and logins wait for a hash; see Retry-After",
 }
 TASK_ERRORS = (401, 403, 404, 503)
 BODY_ERRORS = (400, 413)
@@ -1387,7 +1652,7 @@ OPERATIONS = {
     signing_keys: (None, 200, "JWKS", (), False),
     me: (None, 200, "User", (401, 404, 503), True),
     list_tasks: (None, 200, {"type": "array", "items": {"$ref": "#/components/schemas/Task"}}, (400, *TASK_ERRORS), True),
-    create_task: (TaskFields, 201, "Task", (*BODY_ERRORS, *TASK_ERRORS), True),
+    create_task: (TaskFields, 201, "Task", (*BODY_ERRORS, *TASK_ERRORS, 422), True),
     get_task: (None, 200, "Task", TASK_ERRORS, True),
     replace_task: (TaskFields, 200, "Task", WRITE_ERRORS, True),
     update_task: (TaskChanges, 200, "Task", WRITE_ERRORS, True),
@@ -1415,6 +1680,10 @@ QUERY_PARAMETERS = {
          "schema": {"enum": list(SORT_ORDERS), "default": "-created_at"}},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1, "default": 0}},
+    ],
+    create_task: [
+        {"name": "Idempotency-Key", "in": "header", "description": "Retried within 24 h with the same body: the same task, nothing created",
+         "schema": {"type": "string", "pattern": '^([\\x21\\x23-\\x7e]{1,255}|"[\\x21\\x23-\\x7e]{1,255}")$'}},
     ],
     get_task: [{"name": "If-None-Match", "in": "header", "description": "304 when it names the current ETag", "schema": {"type": "string"}}],
     **{
@@ -1540,12 +1809,20 @@ async def lifespan(app):
         await fetch_jwks()
         if not jwks_cache["keys"]:
             jwks_cache["fetched_at"] = -math.inf  # Better Auth was not up yet: let the first token fetch again
+    chores = []
+    if JWKS_URL:
+        chores.append(asyncio.create_task(refresh_jwks_forever()))
+    if IS_POSTGRES:
+        chores.append(asyncio.create_task(delete_expired_rate_limits_forever()))
     # What exists now lives as long as the process: a full garbage collection that walks it
     # all again pauses every request in flight for tens of milliseconds.
     gc.freeze()
     try:
         yield
     finally:
+        for chore in chores:
+            chore.cancel()
+        await asyncio.gather(*chores, return_exceptions=True)
         await jwks_client.aclose()
         await database.disconnect()
 
@@ -1554,6 +1831,7 @@ app = Starlette(
     routes=routes,
     middleware=[
         Middleware(request_log),
+        Middleware(body_deadline),
         Middleware(
             CORSMiddleware,
             allow_origins=CORS_ORIGINS,
@@ -1566,11 +1844,16 @@ app = Starlette(
     exception_handlers={
         ProblemError: problem_response,
         HTTPException: http_error,
+        ClientDisconnect: client_gone,
+        BodyTimeout: body_timeout,
         **{cause: database_unavailable for cause in DATABASE_UNAVAILABLE},
         Exception: server_error,
     },
     lifespan=lifespan,
 )
+# A path with a trailing slash is no route (404): Starlette's redirect to the other spelling
+# would be built from the Host header, which the client writes.
+app.router.redirect_slashes = False
 
 
 def main() -> None:
@@ -1587,6 +1870,8 @@ def main() -> None:
         proxy_headers=bool(TRUSTED_PROXIES),
         forwarded_allow_ips=TRUSTED_PROXIES or None,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        http=ReadDeadlines,
+        limit_concurrency=MAX_CONNECTIONS,  # past it, uvicorn answers 503 at once
     )
 
 

@@ -5,15 +5,16 @@
 -- write are one statement, so of many racing writes with one ETag exactly one finds it.
 
 -- fragment: task_filters
--- The caller's tasks matching every filter given; a null filter is no filter. {tags_match}
+-- The caller's tasks matching every filter given; a null filter is no filter. The search
+-- lower-cases both sides with the one lower() of the database, so they always agree. {tags_match}
 -- is the database's own test of "carries all of :tags" (sql/<database>/tags.sql).
 user_id = :user_id
   AND (CAST(:completed AS boolean) IS NULL OR completed = :completed)
   AND (CAST(:priorities AS text) IS NULL OR replace(:priorities, ',' || priority || ',', '') <> :priorities)
   AND (CAST(:tags AS text) IS NULL OR {tags_match})
   AND (CAST(:pattern AS text) IS NULL
-       OR lower(title) LIKE :pattern ESCAPE '\'
-       OR lower(description) LIKE :pattern ESCAPE '\')
+       OR lower(title) LIKE lower(:pattern) ESCAPE '\'
+       OR lower(description) LIKE lower(:pattern) ESCAPE '\')
   AND (CAST(:due_after AS timestamptz) IS NULL OR due_at >= :due_after)
   AND (CAST(:due_before AS timestamptz) IS NULL OR due_at < :due_before)
   AND (CAST(:overdue AS boolean) IS NULL
@@ -32,12 +33,26 @@ ORDER BY {order}
 LIMIT :limit OFFSET :offset
 
 -- name: insert_task :one
--- Inserts nothing, and returns no row, when the owner does not exist.
-INSERT INTO tasks (user_id, title, description, completed, priority, due_at, tags, created_at, updated_at)
-SELECT id, :title, :description, :completed, :priority, :due_at, :tags, :now, :now
+-- Inserts nothing, and returns no row, when the owner does not exist, or when the owner
+-- already made a task with this Idempotency-Key (a retry: see get_task_by_idempotency_key).
+INSERT INTO tasks (user_id, title, description, completed, priority, due_at, tags, idempotency_key, request_hash,
+                   created_at, updated_at)
+SELECT id, :title, :description, :completed, :priority, :due_at, :tags, :idempotency_key, :request_hash, :now, :now
 FROM users
 WHERE id = :user_id
+ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at
+
+-- name: get_task_by_idempotency_key :one
+SELECT id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at,
+       request_hash
+FROM tasks
+WHERE user_id = :user_id AND idempotency_key = :idempotency_key
+
+-- name: forget_idempotency_key :exec
+-- A key is kept for a day; after that the same key makes a new task.
+UPDATE tasks SET idempotency_key = NULL, request_hash = NULL
+WHERE user_id = :user_id AND idempotency_key = :idempotency_key
 
 -- name: get_task :one
 SELECT id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at

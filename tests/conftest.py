@@ -225,6 +225,7 @@ def service_environment(database_url: str, issuer: Issuer, **overrides) -> dict:
         RATE_LIMIT_SIGNUP="10000/minute",
         RATE_LIMIT_LOGIN="10000/minute",
         RATE_LIMIT_LOGIN_EMAIL="10000/minute",
+        BCRYPT_QUEUE_SECONDS="60",  # so that bursts of signups queue; the abuse tests bound it
         PORT=str(free_port()),
     )
     env.update(overrides)
