@@ -9,6 +9,7 @@ OpenAPI document, routes, and the app.
 
 import asyncio
 import base64
+import contextlib
 import gc
 import hashlib
 import heapq
@@ -26,7 +27,6 @@ import sqlite3
 import sys
 import time
 import uuid
-import contextlib
 from collections import deque
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -38,14 +38,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import bcrypt
 import databases
+import h11
 import httpx
 import jwt
-import h11
 import uvicorn
-from jwt.algorithms import OKPAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from dotenv import load_dotenv
+from jwt.algorithms import OKPAlgorithm
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -331,7 +331,7 @@ def sql_blocks(paths: list[Path]) -> dict[tuple[str, str], str]:
     blocks = {}
     for path in paths:
         parts = re.split(r"^-- (name|fragment): ", path.read_text(), flags=re.MULTILINE)
-        for kind, block in zip(parts[1::2], parts[2::2]):
+        for kind, block in zip(parts[1::2], parts[2::2], strict=True):
             header, _, body = block.partition("\n")
             lines = [line for line in body.splitlines() if not line.lstrip().startswith("--")]
             blocks[kind, header.strip()] = "\n".join(lines).strip()
@@ -382,7 +382,9 @@ database_slots = asyncio.Semaphore(DATABASE_POOL_SIZE)
 
 
 def lower_text(value):
-    return value.lower() if isinstance(value, str) else value
+    """lower() one character at a time, as PostgreSQL does: str.lower() alone makes a word's
+    last capital sigma a final ς, so ΟΔΟΣ would no longer be found in ΟΔΟΣΗΜΑΝΣΗ."""
+    return "".join(map(str.lower, value)) if isinstance(value, str) else value
 
 
 async def run(name: str, **params):
@@ -409,7 +411,7 @@ async def run(name: str, **params):
         await driver.create_function("lower", 1, lower_text, deterministic=True)
         cursor = await driver.execute(query.text, args)
         columns = [column[0] for column in cursor.description or ()]
-        rows = [dict(zip(columns, row)) for row in await cursor.fetchall()]
+        rows = [dict(zip(columns, row, strict=True)) for row in await cursor.fetchall()]
         if query.mode == "one":
             return rows[0] if rows else None
         return rows if query.mode == "many" else None
@@ -425,22 +427,7 @@ def user_json(row) -> dict:
     return {"id": row["id"], "email": row["email"], "created_at": row["created_at"]}
 
 
-PRIORITIES = ("low", "medium", "high")  # stored as the rank: 0, 1, 2
-
-
-def task_json(row) -> dict:
-    return {
-        "id": row["id"],
-        "user_id": row["user_id"],
-        "title": row["title"],
-        "description": row["description"],
-        "completed": bool(row["completed"]),
-        "priority": PRIORITIES[row["priority"]],
-        "due_at": row["due_at"],
-        "tags": json.loads(row["tags"]),
-        "created_at": row["created_at"],
-        "updated_at": row["updated_at"],
-    }
+PRIORITIES = ("low", "medium", "high")  # stored as the rank: 0, 1, 2 (json.sql names them)
 
 
 def etag(row) -> str:
@@ -493,25 +480,36 @@ def password_matches(password: str, password_hash: str) -> bool:
     return bcrypt.checkpw(candidate, password_hash.encode())
 
 
-# Checked when an email is unknown, so that login takes as long as for a known one; timed,
-# to know how long a hash takes on this machine.
-started = time.perf_counter()
+# Checked when an email is unknown, so that login takes as long as for a known one.
 DUMMY_PASSWORD_HASH = hash_password(secrets.token_urlsafe(32))
-HASH_SECONDS = time.perf_counter() - started
 
 # bcrypt holds a core for a quarter of a second. Hashes take turns on all cores but one, so
 # that a burst of signups queues here instead of taking the CPU the event loop serves with.
-# The queue holds only what the slots work off in BCRYPT_QUEUE_SECONDS: past that a signup
-# or login is told at once to come back (503), instead of waiting behind a flood. Logins go
-# first: a user who has an account is not kept waiting by accounts being made.
+# The queue holds only what the slots work off in BCRYPT_QUEUE_SECONDS, at the speed hashes
+# have lately run: past that a signup or login is told at once to come back (503), instead
+# of waiting behind a flood. Logins go first, and a login that finds the queue full takes
+# the place of the signup queued last: a user who has an account is not kept waiting by
+# accounts being made.
 # The cores this process may use, where the system says (Linux); macOS has no affinity call.
 usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 BCRYPT_SLOTS = max(1, usable_cores - 1)
-BCRYPT_MAX_WAITERS = int(BCRYPT_QUEUE_SECONDS * BCRYPT_SLOTS / HASH_SECONDS)
 LOGIN_FIRST, SIGNUP_NEXT = 0, 1
 bcrypt_free_slots = BCRYPT_SLOTS
 bcrypt_waiters: list[tuple[int, int, asyncio.Future]] = []  # a heap: (priority, arrival, turn)
 bcrypt_arrivals = itertools.count()
+bcrypt_seconds = 0.25  # a moving average of how long a hash takes here, from every hash run
+QUEUE_FULL = "Too many sign-ups and logins at once; try again shortly."
+
+
+def bcrypt_queue_room(priority: int) -> bool:
+    """Whether a hash of this priority may wait its turn now (always, when a slot is free)."""
+    if bcrypt_free_slots > 0 or len(bcrypt_waiters) < BCRYPT_QUEUE_SECONDS * BCRYPT_SLOTS / bcrypt_seconds:
+        return True
+    return priority == LOGIN_FIRST and any(waiting == SIGNUP_NEXT for waiting, _, _ in bcrypt_waiters)
+
+
+def queue_full() -> "ProblemError":
+    return ProblemError(503, QUEUE_FULL, {"Retry-After": str(max(1, BCRYPT_QUEUE_SECONDS))})
 
 
 def release_bcrypt_slot() -> None:
@@ -527,13 +525,17 @@ def release_bcrypt_slot() -> None:
 
 async def in_bcrypt_slot(request: Request, priority: int, function, *args):
     """Run a bcrypt function in a worker thread once a slot is free, for a client still there."""
-    global bcrypt_free_slots
+    global bcrypt_free_slots, bcrypt_seconds
     if bcrypt_free_slots > 0:
         bcrypt_free_slots -= 1
-    elif len(bcrypt_waiters) >= BCRYPT_MAX_WAITERS:
-        seconds = max(1, math.ceil(BCRYPT_QUEUE_SECONDS))
-        raise ProblemError(503, "Too many sign-ups and logins at once; try again shortly.", {"Retry-After": str(seconds)})
     else:
+        if not bcrypt_queue_room(priority):
+            raise queue_full()
+        if len(bcrypt_waiters) >= BCRYPT_QUEUE_SECONDS * BCRYPT_SLOTS / bcrypt_seconds:  # a login bumps the last signup
+            last_signup = max(waiter for waiter in bcrypt_waiters if waiter[0] == SIGNUP_NEXT)
+            bcrypt_waiters.remove(last_signup)
+            heapq.heapify(bcrypt_waiters)
+            last_signup[2].set_exception(queue_full())
         turn = asyncio.get_running_loop().create_future()
         heapq.heappush(bcrypt_waiters, (priority, next(bcrypt_arrivals), turn))
         try:
@@ -545,7 +547,10 @@ async def in_bcrypt_slot(request: Request, priority: int, function, *args):
     try:
         if await request.is_disconnected():  # a hash nobody will read is a quarter second lost
             raise ClientDisconnect()
-        return await run_in_threadpool(function, *args)
+        started = time.perf_counter()
+        result = await run_in_threadpool(function, *args)
+        bcrypt_seconds = 0.8 * bcrypt_seconds + 0.2 * (time.perf_counter() - started)
+        return result
     finally:
         release_bcrypt_slot()
 
@@ -803,8 +808,8 @@ async def hits_so_far(limit: str, client: str) -> tuple[int, int]:
     _, period = RATE_LIMITS[limit]
     now = time.time()
     if IS_POSTGRES:
-        row = await run("count_hit", limit_name=limit, client=client, expires_at=now + period, now=now)
-        return row["hits"], math.ceil(row["expires_at"] - now)
+        row = await run("count_hit", limit_name=limit, client=client, period=period)
+        return row["hits"], math.ceil(row["seconds_left"])
     counts, windows = rate_counts[limit], rate_windows[limit]
     while windows and (windows[0][0] <= now or len(counts) >= RATE_ENTRIES_MAX):
         expires_at, expired = windows.popleft()
@@ -822,7 +827,7 @@ async def delete_expired_rate_limits_forever() -> None:
     while True:
         await asyncio.sleep(10)
         with contextlib.suppress(*DATABASE_UNAVAILABLE):
-            while (await run("delete_expired_rate_limits", now=time.time()))["deleted"] == 1000:
+            while (await run("delete_expired_rate_limits"))["deleted"] == 1000:
                 await asyncio.sleep(0.1)
 
 
@@ -1120,7 +1125,8 @@ def idempotency_key(request: Request) -> str | None:
 
 
 def task_response(task, status: int = 200, headers: dict | None = None) -> Response:
-    return JSONResponse(task_json(task), status, headers={"ETag": etag(task), **(headers or {})})
+    """A task's answer: the JSON the database wrote for it, and its ETag."""
+    return Response(task["body"], status, {"ETag": etag(task), **(headers or {})}, media_type="application/json")
 
 
 LIST_PARAMETERS = ("completed", "priority", "tag", "q", "due_after", "due_before", "overdue", "sort", "limit", "offset")
@@ -1201,6 +1207,8 @@ def next_page(request: Request, offset: int) -> str:
 
 async def signup(request: Request) -> Response:
     """Create an account; only the password's bcrypt hash is stored."""
+    if not bcrypt_queue_room(SIGNUP_NEXT):  # at once, before any other work
+        raise queue_full()
     await enforce_rate_limit("signup", client_key(request))
     body = await parse_body(request, Signup)
     password_hash = await in_bcrypt_slot(request, SIGNUP_NEXT, hash_password, body.password)
@@ -1212,6 +1220,8 @@ async def signup(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     """Exchange email and password for an access token; every wrong credential is the same 401."""
+    if not bcrypt_queue_room(LOGIN_FIRST):  # at once, before any other work
+        raise queue_full()
     await enforce_rate_limit("login", client_key(request))
     body = await parse_body(request, Login)
     email = body.email.strip().lower()
@@ -1253,18 +1263,13 @@ async def list_tasks(request: Request) -> Response:
     """The caller's tasks, filtered and sorted as the query asks (newest first by default)."""
     user_id = request.scope["user_id"]
     sort, filters = list_query(request)
-    rows = await run(f"list_tasks:{sort}", user_id=user_id, now=utc_now(), **filters)
-    if not rows and filters["offset"] > 0:  # past the end: the total comes from the first page
-        rows_from_start = await run(f"list_tasks:{sort}", user_id=user_id, now=utc_now(), **{**filters, "offset": 0, "limit": 1})
-        total = rows_from_start[0]["total"] if rows_from_start else 0
-    else:
-        total = rows[0]["total"] if rows else 0
-    if total == 0 and await run("get_user", user_id=user_id) is None:
+    page = await run(f"list_tasks:{sort}", user_id=user_id, now=utc_now(), **filters)
+    if page["total"] == 0 and await run("get_user", user_id=user_id) is None:
         raise ProblemError(404, "No such user.")
-    headers = {"X-Total-Count": str(total)}
-    if filters["offset"] + filters["limit"] < total:
+    headers = {"X-Total-Count": str(page["total"])}
+    if filters["offset"] + filters["limit"] < page["total"]:
         headers["Link"] = next_page(request, filters["offset"] + filters["limit"])
-    return JSONResponse([task_json(row) for row in rows], headers=headers)
+    return Response(page["body"], headers=headers, media_type="application/json")
 
 
 async def create_task(request: Request) -> Response:
@@ -1466,12 +1471,14 @@ class ReadDeadlines(H11Protocol):
 
     timer = None
     waiting_for = None  # "headers", "body" or None
+    request_begun = False  # a byte of the awaited request has come
 
     def wait_for(self, part) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         self.waiting_for = part
+        self.request_begun = False
         if part == "headers":
             self.timer = self.loop.call_later(HEADER_TIMEOUT_SECONDS, self.headers_too_late)
         elif part == "body":
@@ -1480,6 +1487,10 @@ class ReadDeadlines(H11Protocol):
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self.wait_for("headers")
+
+    def data_received(self, data: bytes) -> None:
+        self.request_begun = True
+        super().data_received(data)
 
     def handle_events(self) -> None:
         super().handle_events()
@@ -1499,7 +1510,12 @@ class ReadDeadlines(H11Protocol):
         super().connection_lost(exc)
 
     def headers_too_late(self) -> None:
+        """408 for a request begun and not finished; a connection that never began one (a
+        browser's pre-connect, an idle keep-alive) is closed without a word."""
         if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if not self.request_begun:
+            self.transport.close()
             return
         body = json.dumps({"type": "about:blank", "title": "Request Timeout", "status": 408,
                            "detail": f"The request line and headers did not arrive within {HEADER_TIMEOUT_SECONDS} s."}).encode()
@@ -1666,7 +1682,7 @@ OPERATIONS = {
 TIMESTAMP_PARAMETER = {"type": "string", "format": "date-time"}
 QUERY_PARAMETERS = {
     list_tasks: [
-        {"name": "completed", "in": "query", "schema": {"enum": ["true", "false"]}},
+        {"name": "completed", "in": "query", "schema": {"type": "boolean"}},
         {"name": "priority", "in": "query", "description": "One priority, or several comma-separated: high,medium",
          "schema": {"type": "string", "pattern": "^(low|medium|high)(,(low|medium|high))*$"}},
         {"name": "tag", "in": "query", "description": "Repeat for tasks that carry every one of them", "explode": True,
@@ -1675,7 +1691,7 @@ QUERY_PARAMETERS = {
          "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NO_NUL_PATTERN}},
         {"name": "due_after", "in": "query", "description": "due_at on or after this moment", "schema": TIMESTAMP_PARAMETER},
         {"name": "due_before", "in": "query", "description": "due_at before this moment", "schema": TIMESTAMP_PARAMETER},
-        {"name": "overdue", "in": "query", "description": "true: due before now and not completed", "schema": {"enum": ["true", "false"]}},
+        {"name": "overdue", "in": "query", "description": "true: due before now and not completed", "schema": {"type": "boolean"}},
         {"name": "sort", "in": "query", "description": "- in front for descending; ties by id; no due_at last",
          "schema": {"enum": list(SORT_ORDERS), "default": "-created_at"}},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
@@ -1692,6 +1708,8 @@ QUERY_PARAMETERS = {
     },
 }
 ETAG_HEADER = {"ETag": {"description": "The task's version, for If-Match and If-None-Match", "schema": {"type": "string"}}}
+LOCATION_HEADER = {"Location": {"description": "Where the new resource is", "schema": {"type": "string"}}}
+RETRY_AFTER_HEADER = {"Retry-After": {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}}
 LIST_HEADERS = {
     "X-Total-Count": {"description": "Tasks matching the filters, before limit and offset", "schema": {"type": "integer"}},
     "Link": {"description": 'The next page, <…>; rel="next", when more follow', "schema": {"type": "string"}},
@@ -1722,7 +1740,9 @@ def openapi_document(routes: list[Route]) -> dict:
         if success is not None:
             success_response["content"] = {"application/json": {"schema": schema_ref(success)}}
         if success == "Task":
-            success_response["headers"] = ETAG_HEADER
+            success_response["headers"] = {**ETAG_HEADER, **(LOCATION_HEADER if status == 201 else {})}
+        if route.endpoint is signup:
+            success_response["headers"] = LOCATION_HEADER
         if route.endpoint is list_tasks:
             success_response["headers"] = LIST_HEADERS
         operation["responses"][str(status)] = success_response
@@ -1731,6 +1751,8 @@ def openapi_document(routes: list[Route]) -> dict:
         for error in errors:
             content = {"application/problem+json": {"schema": schema_ref("Problem")}}
             operation["responses"][str(error)] = {"description": ERROR_MEANINGS[error], "content": content}
+            if error in (429, 503):
+                operation["responses"][str(error)]["headers"] = RETRY_AFTER_HEADER
         if signed_in:
             operation["security"] = [{"bearer": []}]
         for method in route.methods - {"HEAD"}:

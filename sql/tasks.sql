@@ -1,5 +1,7 @@
 -- Every statement here names the owner in its WHERE clause: ownership is enforced by the
--- database query itself, not only by the check of the path against the token.
+-- database query itself, not only by the check of the path against the token. A task comes
+-- back as its id and version (the ETag) and {task_json}, the body the API answers, written
+-- by the database (sql/<database>/json.sql).
 -- A write with If-Match passes the ETags it names as text, ',12-3,12-7,' (id-version; null:
 -- no condition), and changes the row only when its own is one of them: the check and the
 -- write are one statement, so of many racing writes with one ETag exactly one finds it.
@@ -20,17 +22,20 @@ user_id = :user_id
   AND (CAST(:overdue AS boolean) IS NULL
        OR :overdue = (due_at IS NOT NULL AND due_at < :now AND NOT completed))
 
--- name: list_tasks :many
--- One page of the matching tasks, each row with the number matching in all. The count is a
+-- name: list_tasks :one
+-- One page of the matching tasks as the JSON array the API answers ({task_list}, written by
+-- the database: sql/<database>/json.sql), and the number matching in all. The count is a
 -- subquery the database runs once: a window over every match would read every row of a
 -- user with 10,000 tasks for a page of 20. {order} is one entry of SORT_ORDERS in
 -- todo_service.py, picked by key, never client text.
-SELECT id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at,
+SELECT COALESCE({task_list}, '[]') AS body,
        (SELECT count(*) FROM tasks WHERE {task_filters}) AS total
-FROM tasks
-WHERE {task_filters}
-ORDER BY {order}
-LIMIT :limit OFFSET :offset
+FROM (
+    SELECT * FROM tasks
+    WHERE {task_filters}
+    ORDER BY {order}
+    LIMIT :limit OFFSET :offset
+) AS tasks
 
 -- name: insert_task :one
 -- Inserts nothing, and returns no row, when the owner does not exist, or when the owner
@@ -41,11 +46,10 @@ SELECT id, :title, :description, :completed, :priority, :due_at, :tags, :idempot
 FROM users
 WHERE id = :user_id
 ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at
+RETURNING id, version, {task_json} AS body
 
 -- name: get_task_by_idempotency_key :one
-SELECT id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at,
-       request_hash
+SELECT id, version, request_hash, created_at, {task_json} AS body
 FROM tasks
 WHERE user_id = :user_id AND idempotency_key = :idempotency_key
 
@@ -55,7 +59,7 @@ UPDATE tasks SET idempotency_key = NULL, request_hash = NULL
 WHERE user_id = :user_id AND idempotency_key = :idempotency_key
 
 -- name: get_task :one
-SELECT id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at
+SELECT id, version, {task_json} AS body
 FROM tasks
 WHERE id = :task_id AND user_id = :user_id
 
@@ -65,7 +69,7 @@ SET title = :title, description = :description, completed = :completed, priority
     due_at = :due_at, tags = :tags, version = version + 1, updated_at = :now
 WHERE id = :task_id AND user_id = :user_id
   AND (CAST(:if_match AS text) IS NULL OR replace(:if_match, ',' || id || '-' || version || ',', '') <> :if_match)
-RETURNING id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at
+RETURNING id, version, {task_json} AS body
 
 -- name: update_task :one
 -- A null field means unchanged; description and due_at may be set to null, so they have flags.
@@ -80,14 +84,14 @@ SET title = COALESCE(:title, title),
     updated_at = :now
 WHERE id = :task_id AND user_id = :user_id
   AND (CAST(:if_match AS text) IS NULL OR replace(:if_match, ',' || id || '-' || version || ',', '') <> :if_match)
-RETURNING id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at
+RETURNING id, version, {task_json} AS body
 
 -- name: set_task_completed :one
 UPDATE tasks
 SET completed = :completed, version = version + 1, updated_at = :now
 WHERE id = :task_id AND user_id = :user_id
   AND (CAST(:if_match AS text) IS NULL OR replace(:if_match, ',' || id || '-' || version || ',', '') <> :if_match)
-RETURNING id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at
+RETURNING id, version, {task_json} AS body
 
 -- name: delete_task :one
 DELETE FROM tasks

@@ -1,0 +1,16 @@
+-- A task as the API answers it, written by PostgreSQL itself: the route passes the text on,
+-- with no rows turned into Python objects and back (as PostgREST does). Timestamps in UTC
+-- with microseconds and Z, as both databases answer them.
+
+-- fragment: task_json
+json_build_object(
+    'id', id, 'user_id', user_id, 'title', title, 'description', description, 'completed', completed,
+    'priority', (ARRAY['low', 'medium', 'high'])[priority + 1],
+    'due_at', to_char(due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    'tags', tags,
+    'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    'updated_at', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+)
+
+-- fragment: task_list
+json_agg({task_json} ORDER BY {order})

@@ -1,0 +1,14 @@
+-- A task as the API answers it, written by SQLite itself: the route passes the text on.
+-- Timestamps are stored as the API shows them; booleans are 0 or 1, made true or false here.
+
+-- fragment: task_json
+json_object(
+    'id', id, 'user_id', user_id, 'title', title, 'description', description,
+    'completed', json(CASE WHEN completed THEN 'true' ELSE 'false' END),
+    'priority', CASE priority WHEN 0 THEN 'low' WHEN 1 THEN 'medium' ELSE 'high' END,
+    'due_at', due_at, 'tags', json(tags), 'created_at', created_at, 'updated_at', updated_at
+)
+
+-- fragment: task_list
+-- In the page's order: SQLite aggregates the rows of an ordered subquery in that order.
+json_group_array({task_json})
