@@ -2,13 +2,16 @@
 
 Hypothesis drives a state machine over real HTTP: several users create, replace, patch,
 complete, delete, read and list tasks, including attempts on one another's tasks and paths,
-and sign up (fresh emails, and taken ones in another case). After every call the answer is
-compared with an in-memory model of what each user should see: which tasks, their titles,
-descriptions and completion, newest first. It runs on SQLite and on PostgreSQL (`service`).
+with and without If-Match and If-None-Match, and sign up (fresh emails, and taken ones in
+another case). After every call the answer is compared with an in-memory model of what each
+user should see: which tasks, every field of each (priority, due date and tags included),
+their ETags, the list under filters and sorts with its total and next link, and the tags in
+use. It runs on SQLite and on PostgreSQL (`service`).
 """
 
 import uuid
-from datetime import datetime
+from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -17,7 +20,9 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multi
 
 from conftest import User, own_token, sign_up
 
-TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
+TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "priority", "due_at", "tags", "created_at", "updated_at"}
+DEFAULTS = {"description": None, "completed": False, "priority": "medium", "due_at": None, "tags": []}
+RANKS = {"low": 0, "medium": 1, "high": 2}
 MAX_SIGNUPS = 2  # per run: each costs a 12-round bcrypt hash on the service
 MODEL_SETTINGS = settings(
     max_examples=25,
@@ -32,7 +37,58 @@ WORDS = st.text(st.characters(codec="utf-8", categories=["L", "N", "P", "S"]), m
 CORE_TITLES = st.lists(WORDS, min_size=1, max_size=3).map(" ".join)
 TITLES = st.tuples(st.sampled_from(["", " ", "  "]), CORE_TITLES, st.sampled_from(["", " ", "\t"]))
 DESCRIPTIONS = st.none() | st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
+PRIORITIES = st.sampled_from(list(RANKS))
 OMITTED = "omitted"  # a field left out of the body, as opposed to one sent as null
+
+
+def due_at(moment: datetime, offset: timedelta, zulu: bool) -> tuple[str, str]:
+    """(what a client sends: the moment at some offset, what the service answers: UTC, microseconds)."""
+    local = moment.replace(tzinfo=UTC).astimezone(timezone(offset)).isoformat()
+    sent = local.replace("+00:00", "Z") if zulu else local
+    return sent, moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+OFFSETS = st.sampled_from([timedelta(0), timedelta(hours=1), timedelta(hours=-5), timedelta(hours=5, minutes=30), timedelta(hours=-9, minutes=-30)])
+DUE_ATS = st.none() | st.builds(due_at, st.datetimes(datetime(2000, 1, 2), datetime(2099, 12, 30)), OFFSETS, st.booleans())
+
+# Tags as a client sends them (any case, padded) and as the service keeps them (trimmed,
+# lower-case, once each, sorted). Letters and digits only: their order is the same in every
+# collation. A few common ones make the tag filter and the counts meet.
+TAG_WORDS = ["work", "home", "urgent", "a1"]
+TAG = st.sampled_from(TAG_WORDS) | st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)
+SENT_TAG = st.tuples(st.sampled_from(["", " "]), TAG, st.booleans()).map(lambda drawn: drawn[0] + (drawn[1].upper() if drawn[2] else drawn[1]) + drawn[0])
+TAGS = st.lists(SENT_TAG, max_size=5).map(lambda sent: (sent, sorted({tag.strip().lower() for tag in sent})))
+
+# If-Match as a client sends it: nothing, the ETag it holds, *, a list holding it, an older
+# one, or the weak form of the current one (which a strong comparison never matches).
+CONDITIONS = st.sampled_from([None, "current", "star", "list", "stale", "weak"])
+MATCHING = {None, "current", "star", "list"}
+# A POST body's fields as drawn: every optional one may be left out.
+NEW_TASKS = st.fixed_dictionaries(
+    {
+        "title": TITLES,
+        "description": st.just(OMITTED) | DESCRIPTIONS,
+        "completed": st.just(OMITTED) | st.booleans(),
+        "priority": st.just(OMITTED) | PRIORITIES,
+        "due_at": st.just(OMITTED) | DUE_ATS,
+        "tags": st.just(OMITTED) | TAGS,
+    }
+)
+SORTS = [None, "created_at", "-created_at", "updated_at", "-updated_at", "due_at", "-due_at", "priority", "-priority"]
+
+
+def sent(name, value):
+    """A drawn field as the body carries it."""
+    if name == "title":
+        return "".join(value)
+    return value[0] if name in ("due_at", "tags") and value is not None else value
+
+
+def kept(name, value):
+    """A drawn field as the task should hold it."""
+    if name == "title":
+        return value[1]
+    return value[1] if name in ("due_at", "tags") and value is not None else value
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +98,10 @@ def carol(service, issuer):
 
 def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def in_utc(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class TodoMachine(RuleBasedStateMachine):
@@ -58,6 +118,8 @@ class TodoMachine(RuleBasedStateMachine):
         self.service.sql("DELETE FROM tasks")
         # user id -> task id -> the task as its owner should see it, in creation order
         self.model: dict[int, dict[int, dict]] = {user.id: {} for user in self.known_users}
+        # task id -> every ETag the task has had, the current one last (kept after a delete)
+        self.etags: dict[int, list[str]] = {}
         self.user_by_id = {user.id: user for user in self.known_users}
         self.emails = [user.email for user in self.known_users if user.password]  # linked accounts hold no login email
         self.signups = self.duplicates = 0
@@ -66,18 +128,27 @@ class TodoMachine(RuleBasedStateMachine):
     def the_signed_up_users(self):
         return multiple(*self.known_users)
 
+    @initialize(target=tasks, data=st.data())
+    def a_few_tasks_each(self, data):
+        """Lists, sorts and filters have something to order from the first step."""
+        created = []
+        for user in self.known_users:
+            for _ in range(data.draw(st.integers(1, 4), label=f"tasks of user {user.id}")):
+                created.append(self.create_one(user, **data.draw(NEW_TASKS)))
+        return multiple(*created)
+
     # --- helpers -------------------------------------------------------------------------
 
-    def call(self, method, user, path_user=None, task_id=None, suffix="", **kwargs):
+    def call(self, method, user, path_user=None, task_id=None, suffix="", headers=None, **kwargs):
         path = f"/api/{(path_user or user).id}/tasks" + ("" if task_id is None else f"/{task_id}{suffix}")
-        return self.client.request(method, path, headers=user.headers, **kwargs)
+        headers = {**user.headers, **{name: value for name, value in (headers or {}).items() if value is not None}}
+        return self.client.request(method, path, headers=headers, **kwargs)
 
     @staticmethod
-    def body(title, description, completed) -> tuple[dict, dict]:
+    def body(**drawn) -> tuple[dict, dict]:
         """The body a POST or PUT sends, and the fields the task should have after it."""
-        body = {"title": "".join(title)}
-        body.update({name: value for name, value in (("description", description), ("completed", completed)) if value != OMITTED})
-        fields = {"title": title[1], "description": body.get("description"), "completed": body.get("completed", False)}
+        body = {name: sent(name, value) for name, value in drawn.items() if value is not OMITTED}
+        fields = {**DEFAULTS, **{name: kept(name, value) for name, value in drawn.items() if value is not OMITTED}}
         return body, fields
 
     def caller(self, user, task, as_owner: bool):
@@ -88,40 +159,110 @@ class TodoMachine(RuleBasedStateMachine):
         owner_id, task_id = task
         return owner_id == user.id and task_id in self.model[owner_id]
 
-    def check_task(self, response, status, user, task_id):
+    def if_match(self, task_id, condition) -> dict:
+        """The If-Match header a condition stands for, from the task's ETags as the model knows them."""
+        history = self.etags.get(task_id, ['"0-0"'])
+        current = history[-1]
+        value = {
+            None: None,
+            "current": current,
+            "star": "*",
+            "list": f'"0-0", {current}',
+            "stale": history[-2] if len(history) > 1 else '"0-0"',
+            "weak": f"W/{current}",
+        }[condition]
+        return {"If-Match": value}
+
+    def check_etag(self, response, task_id, wrote: bool):
+        """A strong ETag: a new one after a write, the one last seen otherwise."""
+        value = response.headers["etag"]
+        assert value.startswith('"') and value.endswith('"') and len(value) > 2, value
+        history = self.etags.setdefault(task_id, [])
+        if wrote:
+            assert value not in history, (value, history)
+            history.append(value)
+        else:
+            assert value == history[-1], (value, history)
+
+    def check_task(self, response, status, user, task_id, wrote=True):
         assert response.status_code == status, response.text
         assert response.headers["content-type"] == "application/json"
         body = response.json()
         expected = self.model[user.id][task_id]
         assert set(body) == TASK_FIELDS
         assert (body["id"], body["user_id"]) == (task_id, user.id)
-        assert {name: body[name] for name in ("title", "description", "completed")} == expected["fields"]
+        assert {name: body[name] for name in expected["fields"]} == expected["fields"]
         assert body["created_at"] == expected["created_at"]
         assert parse_time(body["updated_at"]) >= parse_time(expected["updated_at"])
+        if not wrote:
+            assert body["updated_at"] == expected["updated_at"]
         expected["updated_at"] = body["updated_at"]
+        self.check_etag(response, task_id, wrote)
 
     def check_not_found(self, response):
         assert response.status_code == 404, response.text
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["status"] == 404
 
-    def check_list(self, user, **query):
-        response = self.call("GET", user, params=query)
+    def check_precondition_failed(self, response):
+        assert response.status_code == 412, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["status"] == 412
+
+    def expected_ids(self, user, completed=None, priority=None, tag=(), overdue=None, sort=None) -> list[int]:
+        """The ids of the user's tasks the list should answer, in order, before limit and offset."""
+        owned = self.model[user.id]
+        now = in_utc(datetime.now(UTC))
+
+        def matches(fields) -> bool:
+            late = fields["due_at"] is not None and fields["due_at"] < now and not fields["completed"]
+            return (
+                completed in (None, str(fields["completed"]).lower())
+                and (priority is None or fields["priority"] in priority.split(","))
+                and set(tag) <= set(fields["tags"])
+                and overdue in (None, str(late).lower())
+            )
+
+        key = (sort or "-created_at").lstrip("-")
+        descending = (sort or "-created_at").startswith("-")
+
+        def value(task_id):
+            task = owned[task_id]
+            if key in ("created_at", "updated_at"):
+                return parse_time(task[key])
+            return RANKS[task["fields"]["priority"]] if key == "priority" else task["fields"]["due_at"]
+
+        found = [task_id for task_id in owned if matches(owned[task_id]["fields"])]
+        dated = sorted((task_id for task_id in found if value(task_id) is not None), key=lambda task_id: (value(task_id), task_id), reverse=descending)
+        undated = sorted((task_id for task_id in found if value(task_id) is None), reverse=descending)  # last, either way
+        return dated + undated
+
+    def check_list(self, user, limit=None, offset=None, **filters):
+        params = [(name, value) for name, value in filters.items() if value is not None and name != "tag"]
+        params += [("tag", tag) for tag in filters.get("tag", ())]
+        params += [(name, str(value)) for name, value in (("limit", limit), ("offset", offset)) if value is not None]
+        response = self.call("GET", user, params=params)
         assert response.status_code == 200, response.text
         listed = response.json()
         owned = self.model[user.id]
-        expected_ids = [task_id for task_id in reversed(owned) if query.get("completed") in (None, str(owned[task_id]["fields"]["completed"]).lower())]
-        offset, limit = query.get("offset", 0), query.get("limit", 100)
-        assert [task["id"] for task in listed] == expected_ids[offset : offset + limit]
+        expected = self.expected_ids(user, **filters)
+        offset, limit = offset or 0, limit or 100
+        assert [task["id"] for task in listed] == expected[offset : offset + limit]
+        assert response.headers["x-total-count"] == str(len(expected))
+        assert ("link" in response.headers) == (offset + limit < len(expected))
         for task in listed:
             assert task["user_id"] == user.id
-            assert {name: task[name] for name in ("title", "description", "completed")} == owned[task["id"]]["fields"]
+            assert {name: task[name] for name in owned[task["id"]]["fields"]} == owned[task["id"]]["fields"]
+            assert task["updated_at"] == owned[task["id"]]["updated_at"]
 
     # --- rules ---------------------------------------------------------------------------
 
-    @rule(target=tasks, user=users, title=TITLES, description=st.just(OMITTED) | DESCRIPTIONS, completed=st.just(OMITTED) | st.booleans())
-    def create(self, user, title, description, completed):
-        body, fields = self.body(title, description, completed)
+    @rule(target=tasks, user=users, drawn=NEW_TASKS)
+    def create(self, user, drawn):
+        return self.create_one(user, **drawn)
+
+    def create_one(self, user, **drawn):
+        body, fields = self.body(**drawn)
         response = self.call("POST", user, json=body)
         assert response.status_code == 201, response.text
         created = response.json()
@@ -130,13 +271,26 @@ class TodoMachine(RuleBasedStateMachine):
         self.check_task(response, 201, user, created["id"])
         return (user.id, created["id"])
 
-    @rule(user=users, task=tasks, as_owner=st.booleans(), title=TITLES, description=st.just(OMITTED) | DESCRIPTIONS, completed=st.just(OMITTED) | st.booleans())
-    def replace(self, user, task, as_owner, title, description, completed):
+    @rule(
+        user=users,
+        task=tasks,
+        as_owner=st.booleans(),
+        condition=CONDITIONS,
+        title=TITLES,
+        description=st.just(OMITTED) | DESCRIPTIONS,
+        completed=st.just(OMITTED) | st.booleans(),
+        priority=st.just(OMITTED) | PRIORITIES,
+        due_at=st.just(OMITTED) | DUE_ATS,
+        tags=st.just(OMITTED) | TAGS,
+    )
+    def replace(self, user, task, as_owner, condition, **drawn):
         user = self.caller(user, task, as_owner)
-        body, fields = self.body(title, description, completed)
-        response = self.call("PUT", user, task_id=task[1], json=body)
+        body, fields = self.body(**drawn)
+        response = self.call("PUT", user, task_id=task[1], headers=self.if_match(task[1], condition), json=body)
         if not self.owns(user, task):
             return self.check_not_found(response)
+        if condition not in MATCHING:
+            return self.check_precondition_failed(response)
         self.model[user.id][task[1]]["fields"] = fields
         self.check_task(response, 200, user, task[1])
 
@@ -144,52 +298,83 @@ class TodoMachine(RuleBasedStateMachine):
         user=users,
         task=tasks,
         as_owner=st.booleans(),
-        changes=st.fixed_dictionaries({}, optional={"title": TITLES, "description": DESCRIPTIONS, "completed": st.booleans()}).filter(bool),
+        condition=CONDITIONS,
+        changes=st.fixed_dictionaries(
+            {},
+            optional={"title": TITLES, "description": DESCRIPTIONS, "completed": st.booleans(), "priority": PRIORITIES, "due_at": DUE_ATS, "tags": TAGS},
+        ).filter(bool),
     )
-    def patch(self, user, task, as_owner, changes):
+    def patch(self, user, task, as_owner, condition, changes):
         user = self.caller(user, task, as_owner)
-        body = {**changes, **({"title": "".join(changes["title"])} if "title" in changes else {})}
-        response = self.call("PATCH", user, task_id=task[1], json=body)
+        body = {name: sent(name, value) for name, value in changes.items()}
+        response = self.call("PATCH", user, task_id=task[1], headers=self.if_match(task[1], condition), json=body)
         if not self.owns(user, task):
             return self.check_not_found(response)
-        fields = self.model[user.id][task[1]]["fields"]
-        fields.update({**changes, **({"title": changes["title"][1]} if "title" in changes else {})})
+        if condition not in MATCHING:
+            return self.check_precondition_failed(response)
+        self.model[user.id][task[1]]["fields"].update({name: kept(name, value) for name, value in changes.items()})
         self.check_task(response, 200, user, task[1])
 
-    @rule(user=users, task=tasks, as_owner=st.booleans(), completed=st.booleans())
-    def complete(self, user, task, as_owner, completed):
+    @rule(user=users, task=tasks, as_owner=st.booleans(), condition=CONDITIONS, completed=st.booleans())
+    def complete(self, user, task, as_owner, condition, completed):
         user = self.caller(user, task, as_owner)
-        response = self.call("PATCH", user, task_id=task[1], suffix="/complete", json={"completed": completed})
+        response = self.call("PATCH", user, task_id=task[1], suffix="/complete", headers=self.if_match(task[1], condition), json={"completed": completed})
         if not self.owns(user, task):
             return self.check_not_found(response)
+        if condition not in MATCHING:
+            return self.check_precondition_failed(response)
         self.model[user.id][task[1]]["fields"]["completed"] = completed
         self.check_task(response, 200, user, task[1])
 
-    @rule(user=users, task=tasks, as_owner=st.booleans())
-    def delete(self, user, task, as_owner):
+    @rule(user=users, task=tasks, as_owner=st.booleans(), condition=CONDITIONS)
+    def delete(self, user, task, as_owner, condition):
         user = self.caller(user, task, as_owner)
-        response = self.call("DELETE", user, task_id=task[1])
+        response = self.call("DELETE", user, task_id=task[1], headers=self.if_match(task[1], condition))
         if not self.owns(user, task):
             return self.check_not_found(response)
+        if condition not in MATCHING:
+            return self.check_precondition_failed(response)
         assert response.status_code == 204, response.text
         assert response.content == b""
         del self.model[user.id][task[1]]
 
-    @rule(user=users, task=tasks, as_owner=st.booleans())
-    def get(self, user, task, as_owner):
+    @rule(user=users, task=tasks, as_owner=st.booleans(), if_none_match=st.sampled_from([None, "current", "weak", "stale"]))
+    def get(self, user, task, as_owner, if_none_match):
         user = self.caller(user, task, as_owner)
-        response = self.call("GET", user, task_id=task[1])
+        header = self.if_match(task[1], if_none_match)["If-Match"]
+        response = self.call("GET", user, task_id=task[1], headers={"If-None-Match": header})
         if not self.owns(user, task):
             return self.check_not_found(response)
-        self.check_task(response, 200, user, task[1])
+        if if_none_match in ("current", "weak"):
+            assert response.status_code == 304, response.text
+            assert response.content == b""
+            return self.check_etag(response, task[1], wrote=False)
+        self.check_task(response, 200, user, task[1], wrote=False)
 
-    @rule(user=users, completed=st.sampled_from([None, "true", "false"]))
-    def list_all(self, user, completed):
-        self.check_list(user, **({} if completed is None else {"completed": completed}))
+    @rule(user=users, completed=st.sampled_from([None, "true", "false"]), overdue=st.sampled_from([None, "true", "false"]))
+    def list_all(self, user, completed, overdue):
+        self.check_list(user, completed=completed, overdue=overdue)
 
     @rule(user=users, limit=st.integers(1, 4), offset=st.integers(0, 5))
-    def list_a_page(self, user, limit, offset):
-        self.check_list(user, limit=limit, offset=offset)
+    def list_a_page_in_every_order(self, user, limit, offset):
+        for sort in SORTS:
+            self.check_list(user, limit=limit, offset=offset, sort=sort)
+
+    @rule(
+        user=users,
+        priority=st.none() | st.lists(PRIORITIES, min_size=1, max_size=3, unique=True).map(",".join),
+        tag=st.lists(st.sampled_from(TAG_WORDS), max_size=2),
+        sort=st.sampled_from(SORTS),
+    )
+    def list_filtered(self, user, priority, tag, sort):
+        self.check_list(user, priority=priority, tag=tag, sort=sort)
+
+    @rule(user=users)
+    def tags_in_use(self, user):
+        counts = Counter(tag for task in self.model[user.id].values() for tag in task["fields"]["tags"])
+        response = self.client.get(f"/api/{user.id}/tags", headers=user.headers)
+        assert response.status_code == 200, response.text
+        assert response.json() == [{"tag": tag, "count": counts[tag]} for tag in sorted(counts)]
 
     @rule(user=users, other=users, task=tasks, method=st.sampled_from(["GET", "PUT", "PATCH", "DELETE", "LIST", "POST"]))
     def on_another_users_path(self, user, other, task, method):

@@ -12,7 +12,7 @@ PROBLEM = "application/problem+json"
 MIB = 1024 * 1024
 MAX_ID = 2**63 - 1
 JSON = {"Content-Type": "application/json"}
-TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
+TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "priority", "due_at", "tags", "created_at", "updated_at"}
 
 # Every task route: (method, whether the path names a task, what follows the task id, a good body).
 ROUTES = {
@@ -471,7 +471,9 @@ def assert_nothing_changed(client, alice, task):
 
 
 TASK_BODY_CASES = [
-    pytest.param({"title": "t", "priority": "high"}, "priority", id="unknown-field"),
+    pytest.param({"title": "t", "colour": "red"}, "colour", id="unknown-field"),
+    pytest.param({"title": "t", "tag": "work"}, "tag", id="unknown-field-tag-for-tags"),
+    pytest.param({"title": "t", "version": 1}, "version", id="unknown-field-version"),
     pytest.param({"title": "t", "id": 1}, "id", id="server-owned-id"),
     pytest.param({"title": "t", "user_id": 1}, "user_id", id="server-owned-user_id"),
     pytest.param({"title": "t", "created_at": "2020-01-01T00:00:00Z"}, "created_at", id="server-owned-created_at"),

@@ -487,6 +487,28 @@ def test_q_is_case_insensitive_beyond_ascii(client, alice, create_task):
     assert titles(client, alice, [("q", "été")]) == ["ÉTÉ"]
 
 
+@pytest.mark.parametrize(
+    "title",
+    ["ΟΔΟΣ", "İstanbul", "Crème Brûlée"],
+    ids=["greek-final-sigma", "dotted-capital-i", "accents"],
+)
+def test_q_finds_a_title_by_its_own_text(client, alice, create_task, title):
+    """Whatever lower-casing the search applies, it applies the same to the title and to q."""
+    create_task(title=title)
+    assert titles(client, alice, [("q", title)]) == [title]
+
+
+@pytest.mark.parametrize(
+    ("title", "q"),
+    [("ΟΔΟΣΗΜΑΝΣΗ", "ΟΔΟΣ"), ("ΑΣΑ", "ΑΣ"), ("İstanbul'da", "İSTANBUL"), ("Straßenbahn", "STRAß")],
+    ids=["greek-sigma-inside-a-word", "greek-sigma-second-letter", "dotted-capital-i", "sharp-s"],
+)
+def test_q_finds_the_start_of_a_longer_word(client, alice, create_task, title, q):
+    """A letter at the end of q may be inside a word of the title: q's case must fold as the title's does."""
+    create_task(title=title)
+    assert titles(client, alice, [("q", q)]) == [title]
+
+
 @pytest.mark.parametrize("name", ["q", "tag"])
 def test_a_nul_in_a_text_filter_is_a_400_or_finds_nothing_never_a_500(client, alice, create_task, name):
     create_task(title="a\\b", tags=["ab"])
