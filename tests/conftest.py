@@ -2,8 +2,9 @@
 
 Every test that takes `service` (or anything built on it) runs twice: once on the embedded
 SQLite default and once on PostgreSQL. PostgreSQL comes from TEST_DATABASE_URL, a server the
-tests may create databases on; each session makes its own fresh database and drops it after.
-Without TEST_DATABASE_URL the PostgreSQL half skips, saying why; under CI it is an error.
+tests may create databases on, or else from a cluster the tests start themselves where the
+PostgreSQL server is installed; each session makes its own fresh databases and drops them.
+Only where neither is possible does the PostgreSQL half skip, saying why; under CI it is an error.
 """
 
 import asyncio
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -19,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -31,13 +33,31 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from pg_cluster import missing_binaries, private_cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 ISSUER = "http://127.0.0.1:3000"  # what Better Auth puts in iss and aud: its base URL
 AUDIENCE = "http://127.0.0.1:3000"
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+NO_POSTGRESQL = None  # why the PostgreSQL half cannot run here, when it cannot
+private_servers = ExitStack()
 
-if os.environ.get("CI") and not TEST_DATABASE_URL:
-    raise pytest.UsageError("CI is set but TEST_DATABASE_URL is not: the PostgreSQL tests would not run")
+
+def pytest_configure(config):
+    """Without TEST_DATABASE_URL, a PostgreSQL cluster of the tests' own where the server is
+    installed: `uv run pytest` alone runs everything the machine can run."""
+    global TEST_DATABASE_URL, NO_POSTGRESQL
+    if TEST_DATABASE_URL:
+        return
+    NO_POSTGRESQL = missing_binaries("initdb", "pg_ctl")
+    if NO_POSTGRESQL is None:
+        TEST_DATABASE_URL = private_servers.enter_context(private_cluster()).url("postgres")
+    elif os.environ.get("CI"):
+        raise pytest.UsageError(f"CI is set, TEST_DATABASE_URL is not, and no private cluster can start ({NO_POSTGRESQL})")
+
+
+def pytest_unconfigure(config):
+    private_servers.close()
 
 
 def free_port() -> int:
@@ -274,7 +294,7 @@ def database_for(backend: str, directory: Path):
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def backend(request):
     if request.param == "postgresql" and not TEST_DATABASE_URL:
-        pytest.skip("TEST_DATABASE_URL is not set: no PostgreSQL to test against")
+        pytest.skip(f"no PostgreSQL to test against: TEST_DATABASE_URL is unset and the server is {NO_POSTGRESQL} (Debian: postgresql)")
     return request.param
 
 
@@ -311,6 +331,40 @@ def no_tasks_left(request):
     """Each test starts with no tasks (users, costly to hash, live for the session)."""
     if "service" in request.fixturenames:
         request.getfixturevalue("service").sql("DELETE FROM tasks")
+
+
+# ---------------------------------------------------------------------------------------
+# npm packages of the tests that run Node (Better Auth, the TypeScript client, the browser page).
+# ---------------------------------------------------------------------------------------
+
+_installed: set[Path] = set()
+
+
+def npm_installed(folder: Path, *packages: str) -> str:
+    """Make sure `folder`'s pinned npm packages are in its node_modules, installing them once with
+    `npm ci` when they are not; skip (fail under CI) saying what is missing. Returns node's path."""
+    in_ci = bool(os.environ.get("CI"))
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        reason = f"{'node' if node is None else 'npm'} is not installed: tests/{folder.name} needs Node.js 20+ and npm (the nodejs package, version 20 or later)"
+        if in_ci:
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    command = f"npm ci --prefix tests/{folder.name}"
+    hidden_lock = folder / "node_modules" / ".package-lock.json"  # npm writes it last, after an install
+    fresh = hidden_lock.is_file() and hidden_lock.stat().st_mtime >= (folder / "package-lock.json").stat().st_mtime
+    if folder in _installed or (fresh and all((folder / "node_modules" / name / "package.json").is_file() for name in packages)):
+        _installed.add(folder)
+        return node
+    if in_ci:  # .ci/run installs them: under CI a missing install is a broken CI, not a skip
+        pytest.fail(f"the npm packages of tests/{folder.name} are not installed: .ci/run should have run `{command}`", pytrace=False)
+    installed = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, capture_output=True, text=True, timeout=600
+    )
+    if installed.returncode != 0:
+        pytest.skip(f"`{command}` failed, so tests/{folder.name}'s npm packages are missing:\n{installed.stderr[-2000:]}")
+    _installed.add(folder)
+    return node
 
 
 # ---------------------------------------------------------------------------------------

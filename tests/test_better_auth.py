@@ -7,14 +7,13 @@ The service links each (issuer, sub) to a backend account of its own, made on th
 GET /api/me names it, and its id is the one in the task paths.
 Without Node, or without that install, the module skips, saying why (under CI a missing
 install is an error: .ci/run installs it).
-It runs once, on PostgreSQL when TEST_DATABASE_URL is set and on SQLite otherwise.
+It runs once, on PostgreSQL when there is one to test against, and on SQLite otherwise.
 """
 
 import base64
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import time
 from contextlib import ExitStack, contextmanager
@@ -27,28 +26,16 @@ import httpx
 import jwt
 import pytest
 
-from conftest import TEST_DATABASE_URL, database_for, free_port, running_service, service_environment
+import conftest
+from conftest import database_for, free_port, npm_installed, running_service, service_environment
 
 BETTER_AUTH_DIR = Path(__file__).resolve().parent / "better_auth"
-INSTALL_COMMAND = "npm ci --prefix tests/better_auth"
 JWKS_REFETCH_SECONDS = 30  # the contract: an unknown kid refetches the JWKS at most once per 30 s
 PROBLEM = "application/problem+json"
 TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "priority", "due_at", "tags", "created_at", "updated_at"}
 SIGN_IN_METHODS = ["email", "anonymous", "magic-link"]
 BETTER_AUTH_PASSWORD = "better-auth-password-1"
 BACKEND_PASSWORD = "backend-password-1"
-
-
-def node_or_skip() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed: the Better Auth interop test needs Node.js 20+ and npm")
-    if not (BETTER_AUTH_DIR / "node_modules" / "better-auth").is_dir():
-        reason = f"better-auth is not installed in tests/better_auth: run `{INSTALL_COMMAND}`"
-        if os.environ.get("CI"):  # .ci/run installs it; under CI a skip would hide a broken install
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    return node
 
 
 @contextmanager
@@ -83,9 +70,9 @@ def running_better_auth(node: str, url: str, log_path: Path, **settings):
 @contextmanager
 def started_stack(directory: Path, **better_auth_settings):
     """Better Auth, then the service on a fresh database, configured for each other as in production."""
-    node = node_or_skip()
+    node = npm_installed(BETTER_AUTH_DIR, "better-auth")
     auth_url = f"http://127.0.0.1:{free_port()}"
-    with database_for("postgresql" if TEST_DATABASE_URL else "sqlite", directory) as database_url:
+    with database_for("postgresql" if conftest.TEST_DATABASE_URL else "sqlite", directory) as database_url:
         # Better Auth's defaults: iss and aud are its base URL, the JWKS is at /api/auth/jwks.
         issuer = SimpleNamespace(jwks_url=f"{auth_url}/api/auth/jwks")
         env = service_environment(database_url, issuer, JWT_ISSUER=auth_url, JWT_AUDIENCE=auth_url)

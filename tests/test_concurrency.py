@@ -60,7 +60,7 @@ def test_50_concurrent_writes_to_one_task_leave_one_of_the_written_states(servic
             requests.append(("PATCH", alice.tasks_url(task_id) + "/complete", {"json": {"completed": fields["completed"]}, "headers": headers}))
     responses = send_together(service, requests)
     assert statuses(responses) == {200: 50}
-    for (method, path, options), response in zip(requests, responses):
+    for (_, _, options), response in zip(requests, responses, strict=True):
         row = response.json()
         assert set(row) == TASK_FIELDS and row["id"] == task_id
         # title and description always come from the same write: never one from each of two
@@ -91,7 +91,7 @@ def test_lists_while_writes_run_are_200_with_whole_tasks_newest_first(service, a
     writes += [("PATCH", alice.tasks_url(task_id), {"json": {"completed": True}, "headers": headers}) for task_id in existing[:15]]
     writes += [("DELETE", alice.tasks_url(task_id), {"headers": headers}) for task_id in existing[15:]]
     lists = [("GET", alice.tasks_url(), {"params": {"limit": 500}, "headers": headers}) for _ in range(70)]
-    requests = [request for pair in zip(writes, lists) for request in pair]
+    requests = [request for pair in zip(writes, lists, strict=True) for request in pair]
     responses = send_together(service, requests)
     assert statuses(responses[1::2]) == {200: 70}
     assert statuses(responses[0::2]) == {201: 40, 200: 15, 204: 15}

@@ -9,9 +9,13 @@
 //                           JWT_ISSUER and JWT_AUDIENCE (its JWKS_URL is BETTER_AUTH_URL/api/auth/jwks)
 //   BETTER_AUTH_SECRET      encrypts the stored signing keys and signs the session cookies
 //   BETTER_AUTH_SERIAL_IDS  1: number users 1, 2, 3… (generateId: "serial"), so a token's sub is "1"
+//   TEST_PAGE_DIR           test-only: serve this folder's index.html and app.js at /test/page/,
+//                           on this origin (the browser test, tests/test_browser.py)
 // Run: npm ci && BETTER_AUTH_URL=http://127.0.0.1:3000 BETTER_AUTH_SECRET=… node server.mjs
 
+import { readFile } from "node:fs/promises";
 import { createServer } from "node:http";
+import { basename, join } from "node:path";
 import { betterAuth } from "better-auth";
 import { memoryAdapter } from "better-auth/adapters/memory";
 import { toNodeHandler } from "better-auth/node";
@@ -64,6 +68,13 @@ createServer(async (request, response) => {
     // The mailbox: the last magic link sent to ?email=, as {url}; 404 if none was sent.
     const link = magicLinks.get((searchParams.get("email") ?? "").toLowerCase());
     link ? json(response, 200, { url: link }) : json(response, 404, { message: "no magic link sent to this email" });
+  } else if (request.method === "GET" && process.env.TEST_PAGE_DIR && pathname.startsWith("/test/page/")) {
+    // Test-only, for tests/test_browser.py: its page and bundle, read from TEST_PAGE_DIR and
+    // served on Better Auth's own origin, as a Next.js app serves its pages beside Better Auth.
+    const types = { "index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8" };
+    const name = basename(pathname);
+    const body = types[name] && (await readFile(join(process.env.TEST_PAGE_DIR, name)).catch(() => null));
+    body ? response.writeHead(200, { "Content-Type": types[name] }).end(body) : json(response, 404, { message: "no such page" });
   } else {
     handleAuth(request, response);
   }
