@@ -1,14 +1,15 @@
 -- wrk script: one route of the API, for many users.
 --
---   wrk ... http://127.0.0.1:PORT -- ROUTE ROWS_FILE PREFIX
+--   wrk ... http://127.0.0.1:PORT -- ROUTE ROWS_FILE PREFIX [QUERY]
 --
--- ROUTE is list, get, create, patch, complete or signup. ROWS_FILE holds one
+-- ROUTE is list, get, create, patch, complete, tags or signup. QUERY (list only) follows
+-- the list's path as it is: "?priority=high&tag=work&sort=due_at". ROWS_FILE holds one
 -- `user_id token task_id` line per seeded user (bench/seed.py writes it); each request
 -- takes the next line, so the load rotates over every user's token and tasks.
 -- PREFIX makes signup emails unique across runs and phases.
 -- done() prints one `BENCH_JSON {...}` line that bench/report.py reads.
 
-local route, prefix
+local route, prefix, query
 local requests = {} -- prebuilt per row, for every route but signup
 local index = 0
 local counter = 0
@@ -27,17 +28,21 @@ local function json_headers(token)
 end
 
 function init(args)
-    route, prefix = args[1], args[3] or "bench"
+    route, prefix, query = args[1], args[3] or "bench", args[4] or ""
     local build = {
         list = function(user, token, task)
-            return wrk.format("GET", "/api/" .. user .. "/tasks", { ["Authorization"] = token })
+            return wrk.format("GET", "/api/" .. user .. "/tasks" .. query, { ["Authorization"] = token })
+        end,
+        tags = function(user, token, task)
+            return wrk.format("GET", "/api/" .. user .. "/tags", { ["Authorization"] = token })
         end,
         get = function(user, token, task)
             return wrk.format("GET", "/api/" .. user .. "/tasks/" .. task, { ["Authorization"] = token })
         end,
         create = function(user, token, task)
             return wrk.format("POST", "/api/" .. user .. "/tasks", json_headers(token),
-                '{"title":"bench created","description":"made by bench/routes.lua"}')
+                '{"title":"bench created","description":"made by bench/routes.lua","priority":"high",' ..
+                '"due_at":"2026-12-24T18:00:00+01:00","tags":["Work","bench"]}')
         end,
         patch = function(user, token, task)
             return wrk.format("PATCH", "/api/" .. user .. "/tasks/" .. task, json_headers(token),
