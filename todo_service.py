@@ -1,9 +1,10 @@
 """todo-backend: accounts and per-user tasks for a Next.js + Better Auth frontend.
 
 Read top to bottom, in the order a request meets it: settings, database and SQL,
-security (passwords, tokens, JWKS, linked accounts, the authentication middleware, rate
-limits), body schemas, errors, the steps handlers share, handlers, the request log, the
-OpenAPI document, routes, and the app.
+security (passwords and their queue, tokens, JWKS, linked accounts, the authentication
+middleware, rate limits), body schemas, errors, the steps handlers share, handlers, the
+request log and read deadlines, the OpenAPI document, routes, and the app. Task bodies are
+written by the database itself (sql/<database>/json.sql).
 `uv run todo_service.py` serves it; every setting comes from the environment (or `.env`).
 """
 
@@ -1037,7 +1038,7 @@ def field_errors(exc: ValidationError) -> list[dict]:
 TASK_NOT_FOUND = "No such task for this user."
 
 # ---------------------------------------------------------------------------------------
-# Steps the handlers share, after signed_in's 401 and 403: 400, then 404.
+# Steps the handlers share, after signed_in's 401 and 403: 400, then 404, then 412.
 # ---------------------------------------------------------------------------------------
 
 
@@ -1381,7 +1382,8 @@ async def openapi(request: Request) -> Response:
 
 
 # ---------------------------------------------------------------------------------------
-# Exception handlers and middleware. Middleware answers with responses; endpoints raise.
+# Exception handlers, middleware (the request log, the body deadline) and the HTTP protocol's
+# read deadlines. Middleware answers with responses; endpoints raise.
 # ---------------------------------------------------------------------------------------
 
 async def problem_response(request: Request, exc: ProblemError) -> Response:

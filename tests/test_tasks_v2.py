@@ -11,12 +11,13 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from http import HTTPStatus
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
 from jsonschema import Draft202012Validator
+
+from test_tasks import error_fields, problem
 
 PROBLEM = "application/problem+json"
 FRONTEND = "http://localhost:3000"
@@ -39,25 +40,6 @@ WRITES = {
     "delete": ("DELETE", "", None),
 }
 BODY_WRITES = [name for name, (_, _, body) in WRITES.items() if body is not None]
-
-
-def problem(response, status: int) -> dict:
-    """The RFC 9457 body of an error response, after checking its shape."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = response.json()
-    assert body["type"] == "about:blank"
-    assert body["title"] == HTTPStatus(status).phrase
-    assert body["status"] == status
-    assert isinstance(body["detail"], str) and body["detail"]
-    return body
-
-
-def error_fields(response) -> list[str]:
-    """The fields a 400's `errors` names, after checking each error has a field and a message."""
-    errors = problem(response, 400)["errors"]
-    assert errors and all(set(error) == {"field", "message"} and error["message"] for error in errors)
-    return [error["field"] for error in errors]
 
 
 def in_utc(moment: datetime) -> str:
