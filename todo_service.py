@@ -163,18 +163,20 @@ SHUTDOWN_GRACE_SECONDS = 20
 log = logging.getLogger("todo_service")
 
 
-class JsonLines(logging.Formatter):
+def json_line(created: float, level: str, message: str, fields: dict) -> str:
     """One JSON object a line, so a log pipeline needs no parser of its own."""
+    logged_at = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return json.dumps({"time": logged_at, "level": level, "message": message, **fields}, default=str)
 
+
+class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        logged_at = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        line = {"time": logged_at, "level": record.levelname.lower(), "message": record.getMessage()}
-        line.update(getattr(record, "fields", {}))
+        fields = dict(getattr(record, "fields", {}))
         if record.exc_info:
             # The exception's name, never its text or traceback: a driver's message may quote
             # the query's arguments.
-            line["error"] = record.exc_info[0].__name__
-        return json.dumps(line, default=str)
+            fields["error"] = record.exc_info[0].__name__
+        return json_line(record.created, record.levelname.lower(), record.getMessage(), fields)
 
 
 def summarise_bursts():
@@ -1198,7 +1200,7 @@ def list_query(request: Request) -> tuple[str, dict]:
 def next_page(request: Request, offset: int) -> str:
     """The Link to the page after this one: the same filters and sort, the next offset."""
     query = [(name, value) for name, value in request.query_params.multi_items() if name != "offset"]
-    return f'<{request.url.path}?{urlencode([*query, ("offset", str(offset))])}>; rel="next"'
+    return f'<{request.scope["path"]}?{urlencode([*query, ("offset", str(offset))])}>; rel="next"'
 
 
 # ---------------------------------------------------------------------------------------
@@ -1438,8 +1440,8 @@ def body_deadline(app):
     it, or stops, is answered 408 and cut off instead of holding its connection."""
 
     async def middleware(scope, receive, send):
-        if scope["type"] != "http":
-            return await app(scope, receive, send)
+        if scope["type"] != "http" or not any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"]):
+            return await app(scope, receive, send)  # no body to wait for
         deadline = asyncio.get_running_loop().time() + BODY_TIMEOUT_SECONDS
         body_done = False
 
@@ -1473,18 +1475,28 @@ class ReadDeadlines(H11Protocol):
 
     timer = None
     waiting_for = None  # "headers", "body" or None
+    deadline = 0.0
     request_begun = False  # a byte of the awaited request has come
 
     def wait_for(self, part) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.waiting_for = part
-        self.request_begun = False
-        if part == "headers":
-            self.timer = self.loop.call_later(HEADER_TIMEOUT_SECONDS, self.headers_too_late)
-        elif part == "body":
-            self.timer = self.loop.call_later(BODY_TIMEOUT_SECONDS + 1, self.body_too_late)
+        """Start the deadline for this part of a request (None: no deadline). One timer per
+        connection, moved by its timestamp, not a new timer for every request."""
+        self.waiting_for, self.request_begun = part, False
+        if part is not None:
+            self.deadline = self.loop.time() + (HEADER_TIMEOUT_SECONDS if part == "headers" else BODY_TIMEOUT_SECONDS + 1)
+            if self.timer is None:
+                self.timer = self.loop.call_at(self.deadline, self.deadline_reached)
+
+    def deadline_reached(self) -> None:
+        self.timer = None
+        if self.waiting_for is None or self.transport.is_closing():
+            return
+        if self.loop.time() < self.deadline:  # moved on since the timer was set
+            self.timer = self.loop.call_at(self.deadline, self.deadline_reached)
+        elif self.waiting_for == "headers":
+            self.headers_too_late()
+        elif self.conn.their_state is h11.SEND_BODY:
+            self.transport.close()  # a body nobody reads, still trickling in after the answer
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -1508,13 +1520,15 @@ class ReadDeadlines(H11Protocol):
         super().on_response_complete()
 
     def connection_lost(self, exc) -> None:
-        self.wait_for(None)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         super().connection_lost(exc)
 
     def headers_too_late(self) -> None:
         """408 for a request begun and not finished; a connection that never began one (a
         browser's pre-connect, an idle keep-alive) is closed without a word."""
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.conn.their_state is not h11.IDLE:
             return
         if not self.request_begun:
             self.transport.close()
@@ -1524,10 +1538,6 @@ class ReadDeadlines(H11Protocol):
         head = f"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
         self.transport.write(head.encode() + body)
         self.transport.close()
-
-    def body_too_late(self) -> None:
-        if not self.transport.is_closing() and self.conn.their_state is h11.SEND_BODY:
-            self.transport.close()
 
 
 def request_log(app):
@@ -1565,7 +1575,10 @@ def request_log(app):
                 "user_id": scope.get("user_id"),
                 "request_id": request_id,
             }
-            log.info("request", extra={"fields": fields})
+            if log.isEnabledFor(logging.INFO):
+                # Written straight to stderr (line-buffered, where the log's handler writes):
+                # a LogRecord and the handlers' locks cost more than the line itself.
+                sys.stderr.write(json_line(time.time(), "info", "request", fields) + "\n")
 
     return middleware
 
