@@ -132,18 +132,14 @@ class Issuer:
         return jwt.encode(payload, key or self.keys[self.current_kid], algorithm="EdDSA", headers=header)
 
 
-@pytest.fixture(scope="session")
-def issuer():
-    issuer = Issuer()
+@contextmanager
+def loopback_server(answer):
+    """An HTTP server on 127.0.0.1 that answers every GET with answer(path) -> (status, JSON bytes); yields its URL."""
 
-    class JWKSHandler(BaseHTTPRequestHandler):
+    class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
-            issuer.fetches += 1
-            if not issuer.up:
-                self.send_error(503)
-                return
-            body = json.dumps(issuer.jwks()).encode()
-            self.send_response(200)
+            status, body = answer(self.path)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -152,11 +148,26 @@ def issuer():
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), JWKSHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    issuer.jwks_url = f"http://127.0.0.1:{server.server_port}/api/auth/jwks"
-    yield issuer
-    server.shutdown()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def issuer():
+    issuer = Issuer()
+
+    def answer(path):
+        issuer.fetches += 1
+        return (200, json.dumps(issuer.jwks()).encode()) if issuer.up else (503, b'{"error": "down"}')
+
+    with loopback_server(answer) as url:
+        issuer.jwks_url = f"{url}/api/auth/jwks"
+        yield issuer
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import uuid
 from collections import Counter
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,7 +29,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import AUDIENCE, ISSUER, database_for, own_token, public_jwk, running_service, service_environment
+from conftest import AUDIENCE, ISSUER, database_for, loopback_server, own_token, public_jwk, running_service, service_environment
 
 PROBLEM = "application/problem+json"
 SIGNUP, LOGIN = "/api/auth/signup", "/api/auth/login"
@@ -460,30 +459,18 @@ class JWKSServer:
 def jwks_server():
     jwks = JWKSServer()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            jwks.fetches += 1
-            if jwks.hang_seconds:
-                jwks.released.wait(jwks.hang_seconds)
-            body = jwks.document()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path):
+        jwks.fetches += 1
+        if jwks.hang_seconds:
+            jwks.released.wait(jwks.hang_seconds)
+        return 200, jwks.document()
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    jwks.jwks_url = f"http://127.0.0.1:{server.server_port}/api/auth/jwks"
-    try:
-        yield jwks
-    finally:
-        jwks.released.set()
-        server.shutdown()
-        server.server_close()
+    with loopback_server(answer) as url:
+        jwks.jwks_url = f"{url}/api/auth/jwks"
+        try:
+            yield jwks
+        finally:
+            jwks.released.set()  # a hanging answer returns, so the server can stop
 
 
 def me(service, token: str) -> httpx.Response:

@@ -17,8 +17,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from threading import Thread
 from types import SimpleNamespace
 
 import httpx
@@ -30,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 
-from conftest import AUDIENCE, ISSUER, database_for, own_token, public_jwk, running_service, service_environment
+from conftest import AUDIENCE, ISSUER, database_for, loopback_server, own_token, public_jwk, running_service, service_environment
 
 PROBLEM = "application/problem+json"
 INVALID_TOKEN = 'Bearer error="invalid_token"'
@@ -425,31 +423,6 @@ def test_a_signed_in_route_without_a_token_is_401_asking_for_a_bearer_token(clie
 # ---------------------------------------------------------------------------------------
 # Keys named inside a token (jku, x5u, jwk, x5c) are never fetched or used.
 # ---------------------------------------------------------------------------------------
-
-
-@contextmanager
-def loopback_server(answer):
-    """An HTTP server on 127.0.0.1 that answers every GET with answer(path) -> (status, JSON bytes); yields its URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            status, body = answer(self.path)
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")
