@@ -504,9 +504,14 @@ bcrypt_seconds = 0.25  # a moving average of how long a hash takes here, from ev
 QUEUE_FULL = "Too many sign-ups and logins at once; try again shortly."
 
 
+def bcrypt_queue_full() -> bool:
+    """As many wait as the slots work off in BCRYPT_QUEUE_SECONDS, at the recent hash speed."""
+    return len(bcrypt_waiters) >= BCRYPT_QUEUE_SECONDS * BCRYPT_SLOTS / bcrypt_seconds
+
+
 def bcrypt_queue_room(priority: int) -> bool:
     """Whether a hash of this priority may wait its turn now (always, when a slot is free)."""
-    if bcrypt_free_slots > 0 or len(bcrypt_waiters) < BCRYPT_QUEUE_SECONDS * BCRYPT_SLOTS / bcrypt_seconds:
+    if bcrypt_free_slots > 0 or not bcrypt_queue_full():
         return True
     return priority == LOGIN_FIRST and any(waiting == SIGNUP_NEXT for waiting, _, _ in bcrypt_waiters)
 
@@ -516,14 +521,17 @@ def queue_full() -> "ProblemError":
 
 
 def release_bcrypt_slot() -> None:
-    """Hand the slot to the first waiter still waiting, or free it."""
+    """Hand the slot to the first waiter, or free it."""
     global bcrypt_free_slots
-    while bcrypt_waiters:
-        _, _, turn = heapq.heappop(bcrypt_waiters)
-        if not turn.done():
-            turn.set_result(None)
-            return
-    bcrypt_free_slots += 1
+    if bcrypt_waiters:
+        heapq.heappop(bcrypt_waiters)[2].set_result(None)
+    else:
+        bcrypt_free_slots += 1
+
+
+def leave_bcrypt_queue(waiter: tuple) -> None:
+    bcrypt_waiters.remove(waiter)
+    heapq.heapify(bcrypt_waiters)
 
 
 async def in_bcrypt_slot(request: Request, priority: int, function, *args):
@@ -534,17 +542,18 @@ async def in_bcrypt_slot(request: Request, priority: int, function, *args):
     else:
         if not bcrypt_queue_room(priority):
             raise queue_full()
-        if len(bcrypt_waiters) >= BCRYPT_QUEUE_SECONDS * BCRYPT_SLOTS / bcrypt_seconds:  # a login bumps the last signup
+        if bcrypt_queue_full():  # room was made for a login: the last queued signup goes
             last_signup = max(waiter for waiter in bcrypt_waiters if waiter[0] == SIGNUP_NEXT)
-            bcrypt_waiters.remove(last_signup)
-            heapq.heapify(bcrypt_waiters)
+            leave_bcrypt_queue(last_signup)
             last_signup[2].set_exception(queue_full())
-        turn = asyncio.get_running_loop().create_future()
-        heapq.heappush(bcrypt_waiters, (priority, next(bcrypt_arrivals), turn))
+        waiter = (priority, next(bcrypt_arrivals), asyncio.get_running_loop().create_future())
+        heapq.heappush(bcrypt_waiters, waiter)
         try:
-            await turn
+            await waiter[2]
         except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():  # handed the slot just as it was cancelled
+            if waiter[2].cancelled():  # the client went while waiting: its place goes too
+                leave_bcrypt_queue(waiter)
+            elif waiter[2].exception() is None:  # handed the slot just as it was cancelled
                 release_bcrypt_slot()
             raise
     try:
@@ -809,10 +818,10 @@ rate_windows: dict[str, deque[tuple[float, str]]] = {limit: deque() for limit in
 async def hits_so_far(limit: str, client: str) -> tuple[int, int]:
     """Count one hit against a limit: (hits in the client's window so far, seconds until it ends)."""
     _, period = RATE_LIMITS[limit]
-    now = time.time()
     if IS_POSTGRES:
         row = await run("count_hit", limit_name=limit, client=client, period=period)
         return row["hits"], math.ceil(row["seconds_left"])
+    now = time.time()
     counts, windows = rate_counts[limit], rate_windows[limit]
     while windows and (windows[0][0] <= now or len(counts) >= RATE_ENTRIES_MAX):
         expires_at, expired = windows.popleft()
@@ -1484,6 +1493,9 @@ class ReadDeadlines(H11Protocol):
         self.waiting_for, self.request_begun = part, False
         if part is not None:
             self.deadline = self.loop.time() + (HEADER_TIMEOUT_SECONDS if part == "headers" else BODY_TIMEOUT_SECONDS + 1)
+            if self.timer is not None and self.timer.when() > self.deadline:  # a body's, later than this
+                self.timer.cancel()
+                self.timer = None
             if self.timer is None:
                 self.timer = self.loop.call_at(self.deadline, self.deadline_reached)
 
@@ -1512,7 +1524,8 @@ class ReadDeadlines(H11Protocol):
         if self.waiting_for == "headers" and reading is not h11.IDLE:
             self.wait_for("body" if reading is h11.SEND_BODY else None)
         elif self.waiting_for == "body" and reading is not h11.SEND_BODY:
-            self.wait_for(None)
+            # The body is in; if the answer went out before it, the next request is awaited now.
+            self.wait_for("headers" if reading is h11.IDLE else None)
 
     def on_response_complete(self) -> None:
         if self.conn.their_state is not h11.SEND_BODY:

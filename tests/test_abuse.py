@@ -358,6 +358,17 @@ def test_a_connection_that_sends_nothing_is_closed_by_the_header_deadline_withou
     assert conversation.answer == b"", conversation.answer[:200]
 
 
+def test_the_header_deadline_after_a_request_with_a_body_is_the_header_deadline_not_the_body_one(tmp_path, issuer):
+    """A request whose body came a byte at a time, then half of the next request: the
+    connection gets its 408 a header deadline (1 s) after the answer, not a body deadline (10 s)."""
+    with own_service(tmp_path / "service", issuer, HEADER_TIMEOUT_SECONDS="1", BODY_TIMEOUT_SECONDS="10") as service:
+        opening = b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n"
+        conversation = converse(service, opening, b"hi" + b"GET /hea", after_answer=True)
+    assert conversation.answer.startswith(b"HTTP/1.1 200 "), conversation.answer[:200]
+    assert b"HTTP/1.1 408 " in conversation.answer, conversation.answer[-300:]
+    assert conversation.closed_after is not None and conversation.closed_after < 4.0, conversation.closed_after
+
+
 UNREAD_BODIES = [
     ("healthz", b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", b"HTTP/1.1 200 "),
     ("create-without-a-token", b"POST /api/1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n", b"HTTP/1.1 401 "),
