@@ -201,6 +201,16 @@ def summarise_bursts():
     return keep
 
 
+def exit_message_only(record: logging.LogRecord) -> bool:
+    """A log filter: Starlette hands uvicorn the traceback of a start-up that failed, and
+    uvicorn logs it. A SystemExit is a start-up the service stopped on purpose, with one line
+    for the operator (the database cannot be reached): that line is kept, not the traceback."""
+    message = record.getMessage()
+    if message.startswith("Traceback") and "\nSystemExit: " in message:
+        record.msg, record.args = message.rpartition("\nSystemExit: ")[2].strip(), ()
+    return True
+
+
 # Every line the process writes is JSON: uvicorn's own (main() keeps uvicorn from configuring
 # logging), asyncpg's pool, which reports each failed reconnect during an outage, and
 # asyncio's, which reports failed accepts. Only the request log may repeat itself.
@@ -210,6 +220,8 @@ for logger in (log, logging.getLogger("uvicorn"), logging.getLogger("asyncpg"), 
         handler.setFormatter(JsonLines())
         if logger is not log:
             handler.addFilter(summarise_bursts())
+        if logger.name == "uvicorn":
+            handler.addFilter(exit_message_only)
         logger.addHandler(handler)
         logger.setLevel(LOG_LEVEL.upper())
         logger.propagate = False
@@ -1849,12 +1861,17 @@ async def lifespan(app):
     if not JWT_PRIVATE_KEY:
         log.warning("JWT_PRIVATE_KEY is not set: login tokens are signed with a key made for this process only")
     try:
-        await database.connect()
         if not IS_POSTGRES:
-            await run("use_write_ahead_log")
-        await apply_migrations()
+            # Opened here first: when the file cannot be opened, aiosqlite's worker thread
+            # outlives the event loop and prints a traceback of its own.
+            sqlite3.connect(database.url.database).close()
+        await database.connect()
+        await run("ping" if IS_POSTGRES else "use_write_ahead_log")
     except DATABASE_UNAVAILABLE as exc:
         raise SystemExit(f"todo-backend: DATABASE_URL: cannot reach the database ({type(exc).__name__}: {exc})") from None
+    # Past this point the database answers: a failure is a fault to read in its traceback (a
+    # table in the way, a migration that does not apply), not a database to wait for.
+    await apply_migrations()
     if JWKS_URL:
         await fetch_jwks()
         if not jwks_cache["keys"]:

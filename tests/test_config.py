@@ -1,5 +1,6 @@
-"""Configuration: a zero-config start, .env files, and one clear line for a bad setting."""
+"""Configuration: a zero-config start, .env files, and one clear line for a bad setting or an unreachable database."""
 
+import json
 import os
 import re
 import subprocess
@@ -9,7 +10,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import ROOT, free_port, private_key_pem, public_jwk, running_service
+from conftest import ROOT, database_for, execute_sql, free_port, private_key_pem, public_jwk, running_service
 
 SETTINGS = sorted(set(re.findall(r'setting\("([A-Z_]+)"', (ROOT / "todo_service.py").read_text())))
 
@@ -76,6 +77,36 @@ def test_jwks_url_without_issuer_and_audience_stops_start_up(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "todo_service.py")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert result.stderr.strip() == "todo-backend: invalid configuration: JWT_ISSUER and JWT_AUDIENCE are required when JWKS_URL is set"
+
+
+def failed_start_up(env: dict, directory) -> list[dict]:
+    """The JSON lines of a start-up that must fail."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "todo_service.py")], env=env, cwd=directory, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0, result.stderr
+    return [json.loads(line) for line in result.stderr.splitlines()]
+
+
+def test_a_database_that_cannot_be_reached_stops_start_up_with_one_line_and_no_traceback(backend, tmp_path):
+    nowhere = {"sqlite": f"sqlite:///{tmp_path}/no such folder/todo.db", "postgresql": f"postgresql://postgres@127.0.0.1:{free_port()}/todo"}
+    url = nowhere[backend]
+    lines = failed_start_up(clean_environment(DATABASE_URL=url, PORT=str(free_port())), tmp_path)
+    errors = [line["message"] for line in lines if line["level"] == "error"]
+    assert errors[0].startswith("todo-backend: DATABASE_URL: cannot reach the database (")
+    assert not [line for line in lines if "Traceback" in line["message"]]
+
+
+def test_a_start_up_that_fails_on_anything_else_logs_its_traceback_once(backend, tmp_path):
+    with database_for(backend, tmp_path) as url:
+        execute_sql(url, "CREATE TABLE users (name TEXT)")  # in the way of the first schema file
+        lines = failed_start_up(clean_environment(DATABASE_URL=url, PORT=str(free_port())), tmp_path)
+    tracebacks = [line for line in lines if "Traceback" in line["message"]]
+    assert len(tracebacks) == 1
+    assert tracebacks[0]["level"] == "error"
+    assert "in apply_migrations" in tracebacks[0]["message"]
+    assert "already exists" in tracebacks[0]["message"].splitlines()[-1]
+    assert "cannot reach the database" not in json.dumps(lines)
 
 
 def test_an_ed25519_private_key_from_the_environment_signs_the_login_tokens(tmp_path):
