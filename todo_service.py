@@ -472,8 +472,18 @@ async def apply_migrations() -> None:
 
 
 def schema_statements(script: str) -> list[str]:
-    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
-    return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
+    """A schema file as the driver runs it: whole on PostgreSQL, which takes a script in one
+    call (a function's body holds semicolons); on SQLite a statement at a time, each ending
+    where sqlite3 says one is complete (a trigger's BEGIN ... END holds semicolons too)."""
+    if IS_POSTGRES:
+        return [script]
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending)
+            pending = ""
+    return statements
 
 
 # ---------------------------------------------------------------------------------------
@@ -1166,8 +1176,8 @@ def true_or_false(query: dict, name: str) -> bool | None:
     return None if name not in query else query[name] == "true"
 
 
-def list_query(request: Request) -> tuple[str, dict]:
-    """The sort key and the filters of a task list, as the list's SQL takes them.
+def list_query(request: Request) -> tuple[str, dict, dict]:
+    """The sort key, the filters and the page of a task list, as the list's SQL takes them.
 
     Every parameter is checked here, so that what reaches SQL is a value of a known type,
     and the sort is a key of SORT_ORDERS. `tag` alone may repeat: a task must carry them all.
@@ -1206,16 +1216,15 @@ def list_query(request: Request) -> tuple[str, dict]:
         raise bad_parameter("offset", "must be a whole number, 0 or more")
     # q is found as written: its %, _ and \ are escaped out of LIKE's wildcards.
     pattern = None if search is None else "%" + re.sub(r"([\\%_])", r"\\\1", search) + "%"
-    return sort, {
+    filters = {
         "completed": true_or_false(query, "completed"),
         "priorities": None if priorities is None else ",".join(["", *(str(PRIORITIES.index(p)) for p in priorities.split(",")), ""]),
         "tags": json.dumps(tags) if tags else None,
         "pattern": pattern,
         **due,
         "overdue": true_or_false(query, "overdue"),
-        "limit": int(limit),
-        "offset": int(offset),
     }
+    return sort, filters, {"limit": int(limit), "offset": int(offset)}
 
 
 def next_page(request: Request, offset: int) -> str:
@@ -1286,13 +1295,16 @@ async def me(request: Request) -> Response:
 async def list_tasks(request: Request) -> Response:
     """The caller's tasks, filtered and sorted as the query asks (newest first by default)."""
     user_id = request.scope["user_id"]
-    sort, filters = list_query(request)
-    page = await run(f"list_tasks:{sort}", user_id=user_id, now=utc_now(), **filters)
+    sort, filters, window = list_query(request)
+    if any(value is not None for value in filters.values()):
+        page = await run(f"list_tasks:{sort}", user_id=user_id, now=utc_now(), **filters, **window)
+    else:
+        page = await run(f"list_all_tasks:{sort}", user_id=user_id, **window)
     if page["total"] == 0 and await run("get_user", user_id=user_id) is None:
         raise ProblemError(404, "No such user.")
     headers = {"X-Total-Count": str(page["total"])}
-    if filters["offset"] + filters["limit"] < page["total"]:
-        headers["Link"] = next_page(request, filters["offset"] + filters["limit"])
+    if window["offset"] + window["limit"] < page["total"]:
+        headers["Link"] = next_page(request, window["offset"] + window["limit"])
     return Response(page["body"], headers=headers, media_type="application/json")
 
 

@@ -37,6 +37,20 @@ FROM (
     LIMIT :limit OFFSET :offset
 ) AS tasks
 
+-- name: list_all_tasks :one
+-- The same with no filter, as nearly every page load asks for it. With no filter to fold
+-- away, PostgreSQL plans it once per connection (the query above is planned again on every
+-- call, to drop the filters it was not given), and the total is the user's task_count, which
+-- the database keeps (sql/schema/*/005_task_counts.sql): nothing is counted.
+SELECT COALESCE({task_list}, '[]') AS body,
+       COALESCE((SELECT task_count FROM users WHERE id = :user_id), 0) AS total
+FROM (
+    SELECT * FROM tasks
+    WHERE user_id = :user_id
+    ORDER BY {order}
+    LIMIT :limit OFFSET :offset
+) AS tasks
+
 -- name: insert_task :one
 -- Inserts nothing, and returns no row, when the owner does not exist, or when the owner
 -- already made a task with this Idempotency-Key (a retry: see get_task_by_idempotency_key).

@@ -45,6 +45,19 @@ def test_100_concurrent_creates_make_exactly_100_tasks_with_distinct_ids(service
     assert listed == newest_first(listed)
 
 
+def test_the_total_stays_exact_while_creates_and_deletes_race(service, client, alice, create_task):
+    """The total of an unfiltered list is a count the database keeps on each insert and delete."""
+    doomed = [create_task(title=f"doomed {n}")["id"] for n in range(30)]
+    headers = alice.headers
+    requests = [("POST", alice.tasks_url(), {"json": {"title": f"new {n}"}, "headers": headers}) for n in range(60)]
+    requests += [("DELETE", alice.tasks_url(task_id), {"headers": headers}) for task_id in doomed]
+    assert statuses(send_together(service, requests)) == {201: 60, 204: 30}
+    listed = client.get(alice.tasks_url(), params={"limit": 500}, headers=headers)
+    assert len(listed.json()) == 60
+    assert listed.headers["x-total-count"] == "60"
+    assert client.get(alice.tasks_url(), params={"limit": 1}, headers=headers).headers["x-total-count"] == "60"
+
+
 def test_50_concurrent_writes_to_one_task_leave_one_of_the_written_states(service, client, alice, create_task):
     """PUT, PATCH and complete race; every answer is a whole row, and the row left is one of them."""
     task_id = create_task(title="write 0", description="written by 0")["id"]

@@ -111,6 +111,16 @@ def test_an_old_account_logs_in_and_sees_its_tasks_as_they_were(upgraded):
     assert sorted(seen) == sorted((title, description, completed, created, updated) for user_id, title, description, completed, created, updated in OLD_TASKS if user_id == 1)
 
 
+def test_the_old_tasks_are_counted_and_new_ones_add_to_the_count(upgraded):
+    headers = {"Authorization": f"Bearer {own_token(1)}"}
+    assert upgraded.client.get("/api/1/tasks", headers=headers).headers["x-total-count"] == "2"
+    created = upgraded.client.post("/api/1/tasks", json={"title": "new after the upgrade"}, headers=headers)
+    assert upgraded.client.get("/api/1/tasks", headers=headers).headers["x-total-count"] == "3"
+    assert upgraded.client.delete(f"/api/1/tasks/{created.json()['id']}", headers=headers).status_code == 204
+    assert upgraded.client.get("/api/1/tasks", headers=headers).headers["x-total-count"] == "2"
+    assert upgraded.client.get("/api/2/tasks", headers={"Authorization": f"Bearer {own_token(2)}"}).headers["x-total-count"] == "1"
+
+
 def test_an_old_email_is_still_taken_for_a_new_signup(upgraded):
     response = upgraded.client.post("/api/auth/signup", json={"email": OLD_USERS[1][0].upper(), "password": "a-good-password"})
     assert response.status_code == 409
