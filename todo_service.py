@@ -27,7 +27,6 @@ import signal
 import sqlite3
 import sys
 import time
-import uuid
 from collections import deque
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -1176,12 +1175,14 @@ def true_or_false(query: dict, name: str) -> bool | None:
     return None if name not in query else query[name] == "true"
 
 
-def list_query(request: Request) -> tuple[str, dict, dict]:
-    """The sort key, the filters and the page of a task list, as the list's SQL takes them.
+def list_query(request: Request) -> tuple[str, dict | None, dict]:
+    """The sort key, the filters (None: no filter) and the page of a task list, as the list's SQL takes them.
 
     Every parameter is checked here, so that what reaches SQL is a value of a known type,
     and the sort is a key of SORT_ORDERS. `tag` alone may repeat: a task must carry them all.
     """
+    if not request.scope["query_string"]:  # the first page, as nearly every page load asks for it
+        return "-created_at", None, {"limit": 100, "offset": 0}
     items = request.query_params.multi_items()
     names = [name for name, _ in items]
     for name in names:
@@ -1224,7 +1225,7 @@ def list_query(request: Request) -> tuple[str, dict, dict]:
         **due,
         "overdue": true_or_false(query, "overdue"),
     }
-    return sort, filters, {"limit": int(limit), "offset": int(offset)}
+    return sort, filters if any(value is not None for value in filters.values()) else None, {"limit": int(limit), "offset": int(offset)}
 
 
 def next_page(request: Request, offset: int) -> str:
@@ -1296,10 +1297,10 @@ async def list_tasks(request: Request) -> Response:
     """The caller's tasks, filtered and sorted as the query asks (newest first by default)."""
     user_id = request.scope["user_id"]
     sort, filters, window = list_query(request)
-    if any(value is not None for value in filters.values()):
-        page = await run(f"list_tasks:{sort}", user_id=user_id, now=utc_now(), **filters, **window)
-    else:
+    if filters is None:
         page = await run(f"list_all_tasks:{sort}", user_id=user_id, **window)
+    else:
+        page = await run(f"list_tasks:{sort}", user_id=user_id, now=utc_now(), **filters, **window)
     if page["total"] == 0 and await run("get_user", user_id=user_id) is None:
         raise ProblemError(404, "No such user.")
     headers = {"X-Total-Count": str(page["total"])}
@@ -1577,6 +1578,16 @@ class ReadDeadlines(H11Protocol):
         self.transport.close()
 
 
+# A request's log line waits for the end of the event loop's turn, and the turn's lines go
+# out in one write: under load one system call carries dozens of lines instead of one each.
+pending_request_lines: list[str] = []
+
+
+def write_request_lines() -> None:
+    sys.stderr.write("".join(pending_request_lines))  # where the log's handler writes, line-buffered
+    pending_request_lines.clear()
+
+
 def request_log(app):
     """One line per request, and X-Request-ID on every response (the client's, if it sent a sane one).
 
@@ -1589,7 +1600,7 @@ def request_log(app):
             return await app(scope, receive, send)
         request_id = Headers(scope=scope).get("x-request-id", "")
         if not REQUEST_ID_PATTERN.fullmatch(request_id):
-            request_id = uuid.uuid4().hex
+            request_id = secrets.token_hex(16)
         started = time.perf_counter()
         status = 500
 
@@ -1613,9 +1624,10 @@ def request_log(app):
                 "request_id": request_id,
             }
             if log.isEnabledFor(logging.INFO):
-                # Written straight to stderr (line-buffered, where the log's handler writes):
-                # a LogRecord and the handlers' locks cost more than the line itself.
-                sys.stderr.write(json_line(time.time(), "info", "request", fields) + "\n")
+                # Not through a LogRecord and the handlers' locks, which cost more than the line.
+                if not pending_request_lines:
+                    asyncio.get_running_loop().call_soon(write_request_lines)
+                pending_request_lines.append(json_line(time.time(), "info", "request", fields) + "\n")
 
     return middleware
 
