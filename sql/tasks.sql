@@ -40,10 +40,10 @@ FROM (
 -- name: list_all_tasks :one
 -- The same with no filter, as nearly every page load asks for it. With no filter to fold
 -- away, PostgreSQL plans it once per connection (the query above is planned again on every
--- call, to drop the filters it was not given), and the total is the user's task_count, which
--- the database keeps (sql/schema/*/005_task_counts.sql): nothing is counted.
+-- call, to drop the filters it was not given), and the total is the user's row of
+-- task_counts, which the database keeps (sql/schema/*/005_task_counts.sql): nothing is counted.
 SELECT COALESCE({task_list}, '[]') AS body,
-       COALESCE((SELECT task_count FROM users WHERE id = :user_id), 0) AS total
+       COALESCE((SELECT tasks FROM task_counts WHERE user_id = :user_id), 0) AS total
 FROM (
     SELECT * FROM tasks
     WHERE user_id = :user_id

@@ -1,16 +1,21 @@
--- Each user's number of tasks, kept by the database on every insert and delete, so that the
--- total of an unfiltered list (X-Total-Count) is read, not counted. This runs in one write
--- transaction: no task is written between the count and the triggers.
-ALTER TABLE users ADD COLUMN task_count INTEGER NOT NULL DEFAULT 0;
+-- Each user's number of tasks, kept by the database on every insert and delete of a task, so
+-- that the total of an unfiltered list (X-Total-Count) is read, not counted. A user with no
+-- row has no task. This runs in one write transaction: no task is written between the counts
+-- and the triggers.
+CREATE TABLE task_counts (
+    user_id INTEGER PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    tasks   INTEGER NOT NULL
+);
 
-UPDATE users SET task_count = (SELECT count(*) FROM tasks WHERE tasks.user_id = users.id);
+INSERT INTO task_counts (user_id, tasks) SELECT user_id, count(*) FROM tasks GROUP BY user_id;
 
 CREATE TRIGGER tasks_counted_on_insert AFTER INSERT ON tasks
 BEGIN
-    UPDATE users SET task_count = task_count + 1 WHERE id = NEW.user_id;
+    INSERT INTO task_counts (user_id, tasks) VALUES (NEW.user_id, 1)
+    ON CONFLICT (user_id) DO UPDATE SET tasks = tasks + 1;
 END;
 
 CREATE TRIGGER tasks_counted_on_delete AFTER DELETE ON tasks
 BEGIN
-    UPDATE users SET task_count = task_count - 1 WHERE id = OLD.user_id;
+    UPDATE task_counts SET tasks = tasks - 1 WHERE user_id = OLD.user_id;
 END;
