@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark, in one command: bash bench/run.sh   (about 7 minutes with the defaults)
+# The benchmark, in one command: bash bench/run.sh   (about 9 minutes with the defaults)
 #
 # Installs wrk if missing (Debian's package), makes sure PostgreSQL is up, creates a fresh
 # database, starts the service on it with the project's locked dependencies, seeds 1,000
@@ -15,8 +15,9 @@
 #      service's default page (the ceiling: its shape), or the run stops.
 #   2. get one, PATCH, complete, create, tags, the list filtered and sorted
 #      (?priority=high&tag=work&sort=due_at); the 10,000-task user's first page (the default,
-#      100 tasks; 20 tasks; and filtered and sorted, 20 tasks); signup (bcrypt) at
-#      BENCH_SIGNUP_CONNECTIONS, few enough that the bcrypt queue never refuses one.
+#      100 tasks; 20 tasks; and filtered and sorted, 20 tasks), in alternating rounds with a
+#      20-task user's page; signup (bcrypt) at BENCH_SIGNUP_CONNECTIONS, few enough that the
+#      bcrypt queue never refuses one.
 #   3. Abuse (issue 13): list p99 idle, then while bench/abuse.py floods signup and login
 #      (40 signup clients and 5 clients x 30 wrong logins, each its own address through
 #      X-Forwarded-For, which the service believes from TRUSTED_PROXIES=127.0.0.1; each
@@ -270,9 +271,14 @@ sql "DELETE FROM tasks WHERE title = 'bench created'"  # back to 20 tasks a user
 sql "VACUUM ANALYZE tasks"
 measure tags "$PORT" tags "$SERVICE_PID"
 measure list-filtered "$PORT" list "$SERVICE_PID" "$DURATION" "" "" "$FILTERED"
-measure list-heavy-default "$PORT" list "$SERVICE_PID" "$DURATION" "" "$HEAVY_ROWS"
-measure list-heavy "$PORT" list "$SERVICE_PID" "$DURATION" "" "$HEAVY_ROWS" "?limit=20"
-measure list-heavy-filtered "$PORT" list "$SERVICE_PID" "$DURATION" "" "$HEAVY_ROWS" "$FILTERED&limit=20"
+# The 10,000-task user's pages, in alternating rounds with a 20-task user's (list-beside-heavy),
+# so that each p99 is compared with one measured under the same conditions.
+for round in $(seq 1 "$ROUNDS"); do
+    measure "list-beside-heavy-$round" "$PORT" list "$SERVICE_PID"
+    measure "list-heavy-default-$round" "$PORT" list "$SERVICE_PID" "$DURATION" "" "$HEAVY_ROWS"
+    measure "list-heavy-$round" "$PORT" list "$SERVICE_PID" "$DURATION" "" "$HEAVY_ROWS" "?limit=20"
+    measure "list-heavy-filtered-$round" "$PORT" list "$SERVICE_PID" "$DURATION" "" "$HEAVY_ROWS" "$FILTERED&limit=20"
+done
 measure signup "$PORT" signup "$SERVICE_PID" "$SIGNUP_DURATION" "$SIGNUP_CONNECTIONS"
 
 # 3. Abuse: the list idle, then while the flood runs and a real user logs in.
