@@ -1181,8 +1181,6 @@ def list_query(request: Request) -> tuple[str, dict | None, dict]:
     Every parameter is checked here, so that what reaches SQL is a value of a known type,
     and the sort is a key of SORT_ORDERS. `tag` alone may repeat: a task must carry them all.
     """
-    if not request.scope["query_string"]:  # the first page, as nearly every page load asks for it
-        return "-created_at", None, {"limit": 100, "offset": 0}
     items = request.query_params.multi_items()
     names = [name for name, _ in items]
     for name in names:
@@ -1225,7 +1223,9 @@ def list_query(request: Request) -> tuple[str, dict | None, dict]:
         **due,
         "overdue": true_or_false(query, "overdue"),
     }
-    return sort, filters if any(value is not None for value in filters.values()) else None, {"limit": int(limit), "offset": int(offset)}
+    if all(value is None for value in filters.values()):
+        filters = None  # the list's own query, which PostgreSQL plans once per connection
+    return sort, filters, {"limit": int(limit), "offset": int(offset)}
 
 
 def next_page(request: Request, offset: int) -> str:
@@ -1889,8 +1889,9 @@ async def lifespan(app):
             # Opened here first: when the file cannot be opened, aiosqlite's worker thread
             # outlives the event loop and prints a traceback of its own.
             sqlite3.connect(database.url.database).close()
-        await database.connect()
-        await run("ping" if IS_POSTGRES else "use_write_ahead_log")
+        await database.connect()  # on PostgreSQL, the pool's first connection
+        if not IS_POSTGRES:
+            await run("use_write_ahead_log")
     except DATABASE_UNAVAILABLE as exc:
         raise SystemExit(f"todo-backend: DATABASE_URL: cannot reach the database ({type(exc).__name__}: {exc})") from None
     # Past this point the database answers: a failure is a fault to read in its traceback (a
