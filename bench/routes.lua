@@ -2,10 +2,12 @@
 --
 --   wrk ... http://127.0.0.1:PORT -- ROUTE ROWS_FILE PREFIX [QUERY]
 --
--- ROUTE is list, get, create, patch, complete, tags or signup. QUERY (list only) follows
+-- ROUTE is list, get, create, replace, patch, complete, delete, tags or signup. QUERY (list only) follows
 -- the list's path as it is: "?priority=high&tag=work&sort=due_at". ROWS_FILE holds one
 -- `user_id token task_id` line per seeded user (bench/seed.py writes it); each request
--- takes the next line, so the load rotates over every user's token and tasks.
+-- takes the next line, so the load rotates over every user's token and tasks. For delete,
+-- each line names a task of its own, and there must be more lines than requests: a second
+-- pass would find the tasks gone.
 -- PREFIX makes signup emails unique across runs and phases.
 -- done() prints one `BENCH_JSON {...}` line that bench/report.py reads.
 
@@ -21,6 +23,10 @@ local next_thread = 0
 function setup(thread)
     next_thread = next_thread + 1
     thread:set("bench_thread_id", next_thread)
+end
+
+local function thread_id()
+    return bench_thread_id or 1
 end
 
 local function json_headers(token)
@@ -44,6 +50,14 @@ function init(args)
                 '{"title":"bench created","description":"made by bench/routes.lua","priority":"high",' ..
                 '"due_at":"2026-12-24T18:00:00+01:00","tags":["Work","bench"]}')
         end,
+        replace = function(user, token, task)
+            return wrk.format("PUT", "/api/" .. user .. "/tasks/" .. task, json_headers(token),
+                '{"title":"bench replaced","description":"replaced by bench/routes.lua","completed":false,' ..
+                '"priority":"low","due_at":"2026-12-31T09:30:00Z","tags":["home"]}')
+        end,
+        delete = function(user, token, task)
+            return wrk.format("DELETE", "/api/" .. user .. "/tasks/" .. task, { ["Authorization"] = token })
+        end,
         patch = function(user, token, task)
             return wrk.format("PATCH", "/api/" .. user .. "/tasks/" .. task, json_headers(token),
                 '{"title":"bench renamed"}')
@@ -57,19 +71,28 @@ function init(args)
         if build[route] == nil then
             error("unknown route " .. tostring(route))
         end
+        -- delete: QUERY is wrk's thread count, and each thread takes every n-th line, so
+        -- that no two delete one task.
+        local threads = route == "delete" and tonumber(query) or 1
+        local line_number = 0
         for line in io.lines(args[2]) do
             local user, token, task = line:match("^(%d+)%s+(%S+)%s+(%d+)$")
             if user then
-                table.insert(requests, build[route](user, "Bearer " .. token, task))
+                line_number = line_number + 1
+                if line_number % threads == (thread_id() - 1) % threads then
+                    table.insert(requests, build[route](user, "Bearer " .. token, task))
+                end
             end
         end
         if #requests == 0 then
             error("no rows in " .. tostring(args[2]))
         end
-        -- Threads start at different users.
-        index = ((bench_thread_id or 1) - 1) * 97 % #requests
+        if route ~= "delete" then
+            -- Threads start at different users.
+            index = (thread_id() - 1) * 97 % #requests
+        end
     end
-    thread_number = bench_thread_id or 1
+    thread_number = thread_id()
 end
 
 function request()

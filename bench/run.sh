@@ -13,7 +13,8 @@
 #      uvicorn settings), so that a noisy neighbour hits all alike; the table keeps each
 #      side's median round. First the pages are compared: every baseline answers the
 #      service's default page (the ceiling: its shape), or the run stops.
-#   2. get one, PATCH, complete, create, tags, the list filtered and sorted
+#   2. get one, replace (PUT), PATCH, complete, create, delete (each request a task of its
+#      own, made for it beforehand), tags, the list filtered and sorted
 #      (?priority=high&tag=work&sort=due_at); the 10,000-task user's first page (the default,
 #      100 tasks; 20 tasks; and filtered and sorted, 20 tasks), in alternating rounds with a
 #      20-task user's page; signup (bcrypt) at BENCH_SIGNUP_CONNECTIONS, few enough that the
@@ -43,6 +44,8 @@
 #   BENCH_WRK_THREADS=1                   one wrk thread leaves the cores to the service
 #   BENCH_USERS=1000 BENCH_TASKS=20       seeded users and tasks per user
 #   BENCH_HEAVY_TASKS=10000               tasks of the one heavy user
+#   BENCH_DOOMED_WARMUP=10 BENCH_DOOMED_MEASURED=40   tasks a user made for delete to delete, in
+#                                         its warm-up and its measured seconds (raise them for longer phases)
 #   BENCH_ABUSE_SIGNUPS=40 BENCH_ABUSE_LOGIN_CLIENTS=5 BENCH_ABUSE_LOGINS_PER_CLIENT=30   the flood
 #   BENCH_ABUSE_REAL_LOGINS=5 BENCH_ABUSE_LOGIN_CAP=20   the real user's logins during it, each
 #                                         retried after 503s for at most this many seconds
@@ -68,6 +71,8 @@ WRK_THREADS=${BENCH_WRK_THREADS:-1}
 USERS=${BENCH_USERS:-1000}
 TASKS=${BENCH_TASKS:-20}
 HEAVY_TASKS=${BENCH_HEAVY_TASKS:-10000}
+DOOMED_WARMUP=${BENCH_DOOMED_WARMUP:-10}
+DOOMED_MEASURED=${BENCH_DOOMED_MEASURED:-40}
 ABUSE_SIGNUPS=${BENCH_ABUSE_SIGNUPS:-40}
 ABUSE_LOGIN_CLIENTS=${BENCH_ABUSE_LOGIN_CLIENTS:-5}
 ABUSE_LOGINS_PER_CLIENT=${BENCH_ABUSE_LOGINS_PER_CLIENT:-30}
@@ -232,11 +237,11 @@ pg_ticks_since() { # snapshot file: CPU the backends used since it, counting onl
 memory() { # pid: its RSS now and at its peak so far, in kB
     awk '/^VmRSS:/ {rss = $2} /^VmHWM:/ {hwm = $2} END {printf "rss_kb=%d hwm_kb=%d", rss, hwm}' "/proc/$1/status"
 }
-measure() { # phase, port, route, pid[, seconds[, connections[, rows file[, query]]]]: warm up, then
-    # measure, with the CPU it costs and the memory after it
+measure() { # phase, port, route, pid[, seconds[, connections[, rows file[, query[, warm-up rows file]]]]]:
+    # warm up, then measure, with the CPU it costs and the memory after it
     local seconds=${5:-$DURATION} service_before
     say "$1: $WARMUP s warm-up, $seconds s measured"
-    wrk_run "$1-warmup" "$2" "$3" "$WARMUP" "${6:-}" "${7:-}" "${8:-}"
+    wrk_run "$1-warmup" "$2" "$3" "$WARMUP" "${6:-}" "${9:-${7:-}}" "${8:-}"
     settle "$4"
     pg_snapshot >"$OUT/$1.pg-before"
     service_before=$(cpu_ticks "$4")
@@ -264,10 +269,22 @@ done
 
 # 2. Every other route; then the heavy user; then signup.
 measure get "$PORT" get "$SERVICE_PID"
+measure replace "$PORT" replace "$SERVICE_PID"
 measure patch "$PORT" patch "$SERVICE_PID"
 measure complete "$PORT" complete "$SERVICE_PID"
 measure create "$PORT" create "$SERVICE_PID"
-sql "DELETE FROM tasks WHERE title = 'bench created'"  # back to 20 tasks a user for the list probes
+# delete: every request deletes a task of its own, made here for it: DOOMED_WARMUP a user for
+# the warm-up and DOOMED_MEASURED for the measured seconds, more than the phase can delete
+# (a task deleted twice would answer 404 and fail the run). Consecutive lines go to different users.
+sql "INSERT INTO tasks (user_id, title) SELECT id, 'bench doomed' FROM users CROSS JOIN generate_series(1, $((DOOMED_WARMUP + DOOMED_MEASURED))) WHERE email LIKE 'bench-user-%'"
+psql -h 127.0.0.1 -U postgres -d "$DATABASE" -tA -F ' ' -c "
+    SELECT user_id, id FROM tasks WHERE title = 'bench doomed'
+    ORDER BY row_number() OVER (PARTITION BY user_id ORDER BY id), user_id" |
+    awk -v rows="$ROWS" -v warmup="$OUT/delete-warmup-rows.txt" -v measured="$OUT/delete-rows.txt" -v per_user="$DOOMED_WARMUP" '
+        BEGIN { while ((getline line < rows) > 0) { split(line, field, " "); token[field[1]] = field[2]; users++ } }
+        { print $1, token[$1], $2 > (NR <= users * per_user ? warmup : measured) }'
+measure delete "$PORT" delete "$SERVICE_PID" "$DURATION" "" "$OUT/delete-rows.txt" "$WRK_THREADS" "$OUT/delete-warmup-rows.txt"
+sql "DELETE FROM tasks WHERE title IN ('bench created', 'bench doomed')"  # back to 20 tasks a user for the list probes
 sql "VACUUM ANALYZE tasks"
 measure tags "$PORT" tags "$SERVICE_PID"
 measure list-filtered "$PORT" list "$SERVICE_PID" "$DURATION" "" "" "$FILTERED"
