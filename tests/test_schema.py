@@ -28,24 +28,20 @@ def schema_files(backend: str) -> list[Path]:
     return sorted((ROOT / "sql" / "schema" / backend).glob("*.sql"))
 
 
-def statements(path: Path) -> list[str]:
-    lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("--")]
-    return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
-
-
 def build_old_database(database_url: str, files: list[Path]) -> None:
     """The schema as these files made it, recorded as applied, with OLD_USERS and OLD_TASKS in it."""
     password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
-    script = [statement for path in files for statement in statements(path)]
-    script.append("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    script += [f"INSERT INTO schema_migrations VALUES ('{path.name}', '2025-01-01T00:00:00Z')" for path in files]
+    # Each file whole, as one script (function and trigger bodies hold semicolons).
+    scripts = [path.read_text() for path in files]
+    scripts.append("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, applied_at TEXT NOT NULL);")
+    scripts += [f"INSERT INTO schema_migrations VALUES ('{path.name}', '2025-01-01T00:00:00Z');" for path in files]
     users = [(email, password_hash, created_at) for email, created_at in OLD_USERS]
     if database_url.startswith("sqlite"):
         import sqlite3
 
         with sqlite3.connect(database_url.removeprefix("sqlite:///")) as connection:
-            for statement in script:
-                connection.execute(statement)
+            for script in scripts:
+                connection.executescript(script)
             connection.executemany("INSERT INTO users (email, password_hash, created_at) VALUES (?, ?, ?)", users)
             connection.executemany(
                 "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)", OLD_TASKS
@@ -55,8 +51,9 @@ def build_old_database(database_url: str, files: list[Path]) -> None:
     async def build():
         connection = await asyncpg.connect(database_url)
         try:
-            for statement in script:
-                await connection.execute(statement)
+            for script in scripts:
+                async with connection.transaction():  # as the service runs each (005 locks a table)
+                    await connection.execute(script)
             await connection.executemany(
                 "INSERT INTO users (email, password_hash, created_at) VALUES ($1, $2, $3::text::timestamptz)", users
             )
@@ -87,6 +84,37 @@ def upgraded(request, backend, issuer, tmp_path_factory):
             with httpx.Client(base_url=service.url, timeout=30) as client:
                 service.client = client
                 yield service
+
+
+# What a database's schema is, apart from the table of applied files: every column, index
+# and trigger as the database itself describes them.
+SCHEMA_QUERIES = {
+    "sqlite": ["SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND tbl_name <> 'schema_migrations'"],
+    "postgresql": [
+        "SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns"
+        " WHERE table_schema = 'public' AND table_name <> 'schema_migrations'",
+        "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename <> 'schema_migrations'",
+        "SELECT event_object_table, trigger_name, action_timing, event_manipulation, action_statement FROM information_schema.triggers",
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE connamespace = 'public'::regnamespace",
+    ],
+}
+
+
+def schema_of(service, backend: str) -> list[list[tuple]]:
+    return [sorted(tuple(row) for row in service.sql(query)) for query in SCHEMA_QUERIES[backend]]
+
+
+@pytest.fixture(scope="module")
+def new_schema(backend, issuer, tmp_path_factory):
+    """The schema of a database today's service made from nothing."""
+    directory = tmp_path_factory.mktemp(f"new-{backend}")
+    with database_for(backend, directory) as database_url:
+        with running_service(service_environment(database_url, issuer), directory / "service.log") as service:
+            return schema_of(service, backend)
+
+
+def test_the_upgraded_schema_is_the_schema_of_a_new_database(upgraded, backend, new_schema):
+    assert schema_of(upgraded, backend) == new_schema
 
 
 def test_every_newer_schema_file_is_applied_and_recorded(upgraded):
