@@ -11,6 +11,7 @@ written by the database itself (sql/<database>/json.sql).
 import asyncio
 import base64
 import contextlib
+import functools
 import gc
 import hashlib
 import heapq
@@ -162,10 +163,18 @@ SHUTDOWN_GRACE_SECONDS = 20
 log = logging.getLogger("todo_service")
 
 
-def json_line(created: float, level: str, message: str, fields: dict) -> str:
-    """One JSON object a line, so a log pipeline needs no parser of its own."""
-    logged_at = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return json.dumps({"time": logged_at, "level": level, "message": message, **fields}, default=str)
+@functools.lru_cache(maxsize=1)
+def utc_second(second: int) -> str:
+    """A second as RFC 3339 in UTC, without its fraction: made once for all the lines in it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def json_line(created: float, level: str, message: str, fields: dict, default=None) -> str:
+    """One JSON object a line, so a log pipeline needs no parser of its own. `default`: what
+    turns a value JSON has no type for into one (without, json.dumps takes its faster path)."""
+    second, millisecond = divmod(int(created * 1000), 1000)
+    logged_at = f"{utc_second(second)}.{millisecond:03d}Z"
+    return json.dumps({"time": logged_at, "level": level, "message": message, **fields}, default=default)
 
 
 class JsonLines(logging.Formatter):
@@ -175,7 +184,7 @@ class JsonLines(logging.Formatter):
             # The exception's name, never its text or traceback: a driver's message may quote
             # the query's arguments.
             fields["error"] = record.exc_info[0].__name__
-        return json_line(record.created, record.levelname.lower(), record.getMessage(), fields)
+        return json_line(record.created, record.levelname.lower(), record.getMessage(), fields, default=str)
 
 
 def summarise_bursts():
@@ -1578,6 +1587,38 @@ class ReadDeadlines(H11Protocol):
         self.transport.close()
 
 
+def cors(app):
+    """CORS by Starlette's middleware, for the requests that carry an Origin (a browser's
+    cross-origin call and its preflight); only those can get a CORS header.
+
+    Every other request (a server-side fetch, curl, a same-origin page) passes by it: its
+    answer only says that it varies by Origin, as Starlette's would, so that a shared cache
+    never hands it to a page of another origin. Starlette's send wrapper cost 6% of a
+    list request's instructions, for that one header.
+    """
+    with_origin = CORSMiddleware(
+        app,
+        allow_origins=CORS_ORIGINS,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"],
+        expose_headers=["ETag", "Link", "Location", "Retry-After", "X-Request-ID", "X-Total-Count"],
+        max_age=600,
+    )
+
+    async def middleware(scope, receive, send):
+        if scope["type"] != "http" or any(name == b"origin" for name, _ in scope["headers"]):
+            return await with_origin(scope, receive, send)
+
+        async def send_varying_by_origin(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"vary", b"Origin")]
+            await send(message)
+
+        await app(scope, receive, send_varying_by_origin)
+
+    return middleware
+
+
 # A request's log line waits for the end of the event loop's turn, and the turn's lines go
 # out in one write: under load one system call carries dozens of lines instead of one each.
 pending_request_lines: list[str] = []
@@ -1598,7 +1639,7 @@ def request_log(app):
     async def middleware(scope, receive, send):
         if scope["type"] != "http":
             return await app(scope, receive, send)
-        request_id = Headers(scope=scope).get("x-request-id", "")
+        request_id = next((value for name, value in scope["headers"] if name == b"x-request-id"), b"").decode("latin-1")
         if not REQUEST_ID_PATTERN.fullmatch(request_id):
             request_id = secrets.token_hex(16)
         started = time.perf_counter()
@@ -1924,14 +1965,7 @@ app = Starlette(
     middleware=[
         Middleware(request_log),
         Middleware(body_deadline),
-        Middleware(
-            CORSMiddleware,
-            allow_origins=CORS_ORIGINS,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"],
-            expose_headers=["ETag", "Link", "Location", "Retry-After", "X-Request-ID", "X-Total-Count"],
-            max_age=600,
-        ),
+        Middleware(cors),
     ],
     exception_handlers={
         ProblemError: problem_response,

@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -173,6 +174,16 @@ def test_each_request_writes_one_json_line_with_route_template_status_duration_u
         "request_id": request_id,
     }
     assert isinstance(line["duration_ms"], (int, float)) and 0 <= line["duration_ms"] < 10_000
+
+
+def test_a_request_line_is_stamped_with_the_utc_time_to_the_millisecond(client, service):
+    before = datetime.now(UTC)
+    request_id = client.get("/healthz").headers["x-request-id"]
+    after = datetime.now(UTC)
+    [line] = request_lines(service, request_id)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
+    logged_at = datetime.fromisoformat(line["time"])
+    assert before - timedelta(milliseconds=1) <= logged_at <= after
 
 
 def test_a_sane_x_request_id_is_echoed(client):
@@ -464,6 +475,16 @@ def test_an_answer_to_another_origin_carries_no_cors_headers(client):
     response = client.get("/healthz", headers={"Origin": "https://evil.example"})
     assert response.status_code == 200
     assert "access-control-allow-origin" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "origin", [FRONTEND, "https://evil.example", None], ids=["the-frontend", "another-origin", "no-origin"]
+)
+def test_every_answer_says_it_varies_by_origin_so_a_shared_cache_keeps_them_apart(client, origin):
+    response = client.get("/healthz", headers={} if origin is None else {"Origin": origin})
+    assert response.status_code == 200
+    assert [value.strip() for value in response.headers.get("vary", "").split(",")] == ["Origin"]
+    assert ("access-control-allow-origin" in response.headers) == (origin == FRONTEND)
 
 
 def test_the_frontend_can_read_a_401_and_the_retry_after_and_request_id_headers(client):
