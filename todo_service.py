@@ -169,12 +169,15 @@ def utc_second(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
-def json_line(created: float, level: str, message: str, fields: dict, default=None) -> str:
-    """One JSON object a line, so a log pipeline needs no parser of its own. `default`: what
-    turns a value JSON has no type for into one (without, json.dumps takes its faster path)."""
+def log_time(created: float) -> str:
+    """RFC 3339 in UTC, to the millisecond."""
     second, millisecond = divmod(int(created * 1000), 1000)
-    logged_at = f"{utc_second(second)}.{millisecond:03d}Z"
-    return json.dumps({"time": logged_at, "level": level, "message": message, **fields}, default=default)
+    return f"{utc_second(second)}.{millisecond:03d}Z"
+
+
+def json_line(created: float, level: str, message: str, fields: dict) -> str:
+    """One JSON object a line, so a log pipeline needs no parser of its own."""
+    return json.dumps({"time": log_time(created), "level": level, "message": message, **fields}, default=str)
 
 
 class JsonLines(logging.Formatter):
@@ -184,7 +187,7 @@ class JsonLines(logging.Formatter):
             # The exception's name, never its text or traceback: a driver's message may quote
             # the query's arguments.
             fields["error"] = record.exc_info[0].__name__
-        return json_line(record.created, record.levelname.lower(), record.getMessage(), fields, default=str)
+        return json_line(record.created, record.levelname.lower(), record.getMessage(), fields)
 
 
 def summarise_bursts():
@@ -1619,6 +1622,17 @@ def cors(app):
     return middleware
 
 
+def request_line(method: str, route: str | None, status: int, duration_ms: float, user_id: int | None, request_id: str) -> str:
+    """A request's log line, as json_line writes it: written out, since json.dumps of a dict
+    was 3% of the instructions of a list request, and of a string alone it is a C call."""
+    user = "null" if user_id is None else int(user_id)
+    return (
+        f'{{"time": "{log_time(time.time())}", "level": "info", "message": "request", "method": {json.dumps(method)}, '
+        f'"route": {json.dumps(route)}, "status": {int(status)}, "duration_ms": {float(duration_ms)!r}, '
+        f'"user_id": {user}, "request_id": {json.dumps(request_id)}}}\n'
+    )
+
+
 # A request's log line waits for the end of the event loop's turn, and the turn's lines go
 # out in one write: under load one system call carries dozens of lines instead of one each.
 pending_request_lines: list[str] = []
@@ -1655,20 +1669,20 @@ def request_log(app):
         try:
             await app(scope, receive, send_with_request_id)
         finally:
-            route = scope.get("route")
-            fields = {
-                "method": scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER",
-                "route": getattr(route, "path_format", None),
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                "user_id": scope.get("user_id"),
-                "request_id": request_id,
-            }
             if log.isEnabledFor(logging.INFO):
                 # Not through a LogRecord and the handlers' locks, which cost more than the line.
                 if not pending_request_lines:
                     asyncio.get_running_loop().call_soon(write_request_lines)
-                pending_request_lines.append(json_line(time.time(), "info", "request", fields) + "\n")
+                pending_request_lines.append(
+                    request_line(
+                        scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER",
+                        getattr(scope.get("route"), "path_format", None),
+                        status,
+                        round((time.perf_counter() - started) * 1000, 2),
+                        scope.get("user_id"),
+                        request_id,
+                    )
+                )
 
     return middleware
 
