@@ -206,9 +206,12 @@ def main() -> None:
             ratio = sorted(ratios)[len(ratios) // 2]
             summary[f"{phase}_p99_vs_list"] = round(ratio, 3)
             label = dict(row for row in ROWS if row)[phase]
-            note = f" (goal <= 2x: {goal(ratio <= 2)})"
-            if phase == "list-heavy-default":
-                note = f" (goal <= 2x: {goal(ratio <= 2)}; but the default page holds 100 tasks, the 20-task user's 20)"
+            # Issue 12's goal is for the first page; a filtered page counts its every match.
+            note = {
+                "list-heavy-default": f" (goal <= 2x: {goal(ratio <= 2)}; but the default page holds 100 tasks, the 20-task user's 20)",
+                "list-heavy": f" (goal <= 2x: {goal(ratio <= 2)})",
+                "list-heavy-filtered": " (no goal: the total counts every match of the filter)",
+            }[phase]
             print(f"{label}: p99 / a 20-task user's page in the same round = {ratio:.2f}x, median of rounds "
                   f"{[round(r, 2) for r in ratios]}{note}")
         print()
