@@ -1246,6 +1246,85 @@ def next_page(request: Request, offset: int) -> str:
     return f'<{request.scope["path"]}?{urlencode([*query, ("offset", str(offset))])}>; rel="next"'
 
 
+async def task_page(user_id: int, sort: str, filters: dict | None, window: dict):
+    """One page of the caller's tasks ({body, total}); 404 when the user does not exist."""
+    if filters is None:
+        page = await run(f"list_all_tasks:{sort}", user_id=user_id, **window)
+    else:
+        page = await run(f"list_tasks:{sort}", user_id=user_id, now=utc_now(), **filters, **window)
+    if page["total"] == 0 and await run("get_user", user_id=user_id) is None:
+        raise ProblemError(404, "No such user.")
+    return page
+
+
+async def new_task(user_id: int, body: TaskFields, key: str | None = None):
+    """Insert a task for the caller; with an Idempotency-Key, a retry gets the task it made."""
+    fields = stored(body.model_dump())
+    request_hash = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest() if key else None
+    retry = {"idempotency_key": key, "request_hash": request_hash}
+    task = await run("insert_task", user_id=user_id, now=utc_now(), **retry, **fields)
+    if task is None and key is not None:
+        task = await run("get_task_by_idempotency_key", user_id=user_id, idempotency_key=key)
+        if task is not None and task["created_at"] < utc_now(hours_ago=IDEMPOTENCY_HOURS):
+            await run("forget_idempotency_key", user_id=user_id, idempotency_key=key)
+            task = await run("insert_task", user_id=user_id, now=utc_now(), **retry, **fields)
+        elif task is not None and task["request_hash"] != request_hash:
+            raise ProblemError(422, "This Idempotency-Key was already used with another body.")
+    if task is None:
+        raise ProblemError(404, "No such user.")
+    return task
+
+
+async def caller_task(user_id: int, task_id: int):
+    """The caller's task, or 404."""
+    task = await run("get_task", user_id=user_id, task_id=task_id)
+    if task is None:
+        raise ProblemError(404, TASK_NOT_FOUND)
+    return task
+
+
+async def replaced_task(user_id: int, task_id: int, body: TaskFields, if_match: str | None = None):
+    """The task replaced whole by the body; 404 or 412 when no row was written."""
+    fields = stored(body.model_dump())
+    task = await run("replace_task", user_id=user_id, task_id=task_id, now=utc_now(), if_match=if_match, **fields)
+    if task is None:
+        raise await unwritten(user_id, task_id)
+    return task
+
+
+async def changed_task(user_id: int, task_id: int, body: TaskChanges, if_match: str | None = None):
+    """The task with the fields the body names changed, and only those."""
+    if not body.model_fields_set:
+        raise ProblemError(400, "Name at least one field to change.", errors=[{"field": "body", "message": "must not be empty"}])
+    task = await run(
+        "update_task",
+        user_id=user_id,
+        task_id=task_id,
+        now=utc_now(),
+        if_match=if_match,
+        set_description="description" in body.model_fields_set,
+        set_due_at="due_at" in body.model_fields_set,
+        **stored(body.model_dump()),
+    )
+    if task is None:
+        raise await unwritten(user_id, task_id)
+    return task
+
+
+async def completed_task(user_id: int, task_id: int, completed: bool, if_match: str | None = None):
+    """The task marked done or not done."""
+    task = await run("set_task_completed", user_id=user_id, task_id=task_id, completed=completed, now=utc_now(), if_match=if_match)
+    if task is None:
+        raise await unwritten(user_id, task_id)
+    return task
+
+
+async def deleted_task(user_id: int, task_id: int, if_match: str | None = None) -> None:
+    """Delete the caller's task; 404 or 412 when no row went."""
+    if await run("delete_task", user_id=user_id, task_id=task_id, if_match=if_match) is None:
+        raise await unwritten(user_id, task_id)
+
+
 # ---------------------------------------------------------------------------------------
 # Handlers: one per route.
 # ---------------------------------------------------------------------------------------
@@ -1307,14 +1386,8 @@ async def me(request: Request) -> Response:
 
 async def list_tasks(request: Request) -> Response:
     """The caller's tasks, filtered and sorted as the query asks (newest first by default)."""
-    user_id = request.scope["user_id"]
     sort, filters, window = list_query(request)
-    if filters is None:
-        page = await run(f"list_all_tasks:{sort}", user_id=user_id, **window)
-    else:
-        page = await run(f"list_tasks:{sort}", user_id=user_id, now=utc_now(), **filters, **window)
-    if page["total"] == 0 and await run("get_user", user_id=user_id) is None:
-        raise ProblemError(404, "No such user.")
+    page = await task_page(request.scope["user_id"], sort, filters, window)
     headers = {"X-Total-Count": str(page["total"])}
     if window["offset"] + window["limit"] < page["total"]:
         headers["Link"] = next_page(request, window["offset"] + window["limit"])
@@ -1325,28 +1398,13 @@ async def create_task(request: Request) -> Response:
     """Add a task for the caller; with an Idempotency-Key, a retry answers the task it made."""
     user_id = request.scope["user_id"]
     body = await parse_body(request, TaskFields)
-    key = idempotency_key(request)
-    fields = stored(body.model_dump())
-    request_hash = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest() if key else None
-    retry = {"idempotency_key": key, "request_hash": request_hash}
-    task = await run("insert_task", user_id=user_id, now=utc_now(), **retry, **fields)
-    if task is None and key is not None:
-        task = await run("get_task_by_idempotency_key", user_id=user_id, idempotency_key=key)
-        if task is not None and task["created_at"] < utc_now(hours_ago=IDEMPOTENCY_HOURS):
-            await run("forget_idempotency_key", user_id=user_id, idempotency_key=key)
-            task = await run("insert_task", user_id=user_id, now=utc_now(), **retry, **fields)
-        elif task is not None and task["request_hash"] != request_hash:
-            raise ProblemError(422, "This Idempotency-Key was already used with another body.")
-    if task is None:
-        raise ProblemError(404, "No such user.")
+    task = await new_task(user_id, body, idempotency_key(request))
     return task_response(task, 201, {"Location": f"/api/{user_id}/tasks/{task['id']}"})
 
 
 async def get_task(request: Request) -> Response:
     """One of the caller's tasks; 304 when If-None-Match names its ETag."""
-    task = await run("get_task", user_id=request.scope["user_id"], task_id=path_task_id(request))
-    if task is None:
-        raise ProblemError(404, TASK_NOT_FOUND)
+    task = await caller_task(request.scope["user_id"], path_task_id(request))
     if not_modified(request, task):
         return Response(status_code=304, headers={"ETag": etag(task)})
     return task_response(task)
@@ -1354,53 +1412,29 @@ async def get_task(request: Request) -> Response:
 
 async def replace_task(request: Request) -> Response:
     """Replace a task whole: omitted optional fields go back to their defaults."""
-    user_id, task_id = request.scope["user_id"], path_task_id(request)
+    task_id = path_task_id(request)
     body = await parse_body(request, TaskFields)
-    fields = stored(body.model_dump())
-    task = await run("replace_task", user_id=user_id, task_id=task_id, now=utc_now(), if_match=if_match(request), **fields)
-    if task is None:
-        raise await unwritten(user_id, task_id)
-    return task_response(task)
+    return task_response(await replaced_task(request.scope["user_id"], task_id, body, if_match(request)))
 
 
 async def update_task(request: Request) -> Response:
     """Change the fields the body names, and only those."""
-    user_id, task_id = request.scope["user_id"], path_task_id(request)
+    task_id = path_task_id(request)
     body = await parse_body(request, TaskChanges)
-    if not body.model_fields_set:
-        raise ProblemError(400, "Name at least one field to change.", errors=[{"field": "body", "message": "must not be empty"}])
-    task = await run(
-        "update_task",
-        user_id=user_id,
-        task_id=task_id,
-        now=utc_now(),
-        if_match=if_match(request),
-        set_description="description" in body.model_fields_set,
-        set_due_at="due_at" in body.model_fields_set,
-        **stored(body.model_dump()),
-    )
-    if task is None:
-        raise await unwritten(user_id, task_id)
-    return task_response(task)
+    return task_response(await changed_task(request.scope["user_id"], task_id, body, if_match(request)))
 
 
 async def set_completed(request: Request) -> Response:
     """Mark a task done or not done."""
-    user_id, task_id = request.scope["user_id"], path_task_id(request)
+    task_id = path_task_id(request)
     body = await parse_body(request, Completion)
-    task = await run(
-        "set_task_completed", user_id=user_id, task_id=task_id, completed=body.completed, now=utc_now(), if_match=if_match(request)
-    )
-    if task is None:
-        raise await unwritten(user_id, task_id)
-    return task_response(task)
+    return task_response(await completed_task(request.scope["user_id"], task_id, body.completed, if_match(request)))
 
 
 async def delete_task(request: Request) -> Response:
     """Delete one of the caller's tasks."""
-    user_id, task_id = request.scope["user_id"], path_task_id(request)
-    if await run("delete_task", user_id=user_id, task_id=task_id, if_match=if_match(request)) is None:
-        raise await unwritten(user_id, task_id)
+    task_id = path_task_id(request)
+    await deleted_task(request.scope["user_id"], task_id, if_match(request))
     return Response(status_code=204)
 
 
