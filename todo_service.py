@@ -11,10 +11,12 @@ written by the database itself (sql/<database>/json.sql).
 import asyncio
 import base64
 import contextlib
+import contextvars
 import functools
 import gc
 import hashlib
 import heapq
+import hmac
 import ipaddress
 import itertools
 import json
@@ -35,6 +37,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, available_timezones
 
 import asyncpg
 import bcrypt
@@ -42,9 +45,11 @@ import databases
 import h11
 import httpx
 import jwt
+import standardwebhooks
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from dateutil.rrule import rrulestr
 from dotenv import load_dotenv
 from jwt.algorithms import OKPAlgorithm
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -129,6 +134,16 @@ BODY_TIMEOUT_SECONDS = int_setting("BODY_TIMEOUT_SECONDS", 30, 1, 3600)
 # Below the descriptor limit, so that past the cap a client gets a 503, not a silent wait:
 # some descriptors stay for the database pool, the log and the JWKS fetch.
 MAX_CONNECTIONS = int_setting("MAX_CONNECTIONS", max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 128), 1, 1_000_000)
+# Version 3: the change feed, live events, reminders and their webhook.
+DATABASE_LISTEN_URL = setting("DATABASE_LISTEN_URL", DATABASE_URL)
+CHANGES_RETENTION_DAYS = int_setting("CHANGES_RETENTION_DAYS", 30, 1, 3650)
+EVENTS_HEARTBEAT_SECONDS = int_setting("EVENTS_HEARTBEAT_SECONDS", 15, 1, 3600)
+EVENTS_MAX_STREAMS = int_setting("EVENTS_MAX_STREAMS", 1000, 1, 1_000_000)
+EVENTS_MAX_STREAMS_PER_USER = int_setting("EVENTS_MAX_STREAMS_PER_USER", 10, 1, 10_000)
+REMINDER_LATE_SECONDS = int_setting("REMINDER_LATE_SECONDS", 3600, 0, 30 * 86_400)
+REMINDER_WEBHOOK_URL = url_setting("REMINDER_WEBHOOK_URL")
+REMINDER_WEBHOOK_SECRET = setting("REMINDER_WEBHOOK_SECRET")
+REMINDER_WEBHOOK_RETRY_SECONDS = int_setting("REMINDER_WEBHOOK_RETRY_SECONDS", 86_400, 0, 30 * 86_400)
 RATE_LIMITS = {
     "signup": rate_setting("RATE_LIMIT_SIGNUP", "10/minute"),
     "login": rate_setting("RATE_LIMIT_LOGIN", "30/minute"),
@@ -147,6 +162,8 @@ if not JWT_ALGORITHMS or not set(JWT_ALGORITHMS) <= SIGNATURE_ALGORITHMS:
     invalid_setting("JWT_ALGORITHMS", f"may name only {', '.join(sorted(SIGNATURE_ALGORITHMS))}")
 if "EdDSA" not in JWT_ALGORITHMS:
     invalid_setting("JWT_ALGORITHMS", "must include EdDSA: the service signs its own login tokens with it")
+if REMINDER_WEBHOOK_URL and not re.fullmatch(r"whsec_[A-Za-z0-9+/]{16,}={0,2}", REMINDER_WEBHOOK_SECRET or ""):
+    invalid_setting("REMINDER_WEBHOOK_SECRET", "must be a Standard Webhooks secret, whsec_ and base64, when REMINDER_WEBHOOK_URL is set")
 for origin in CORS_ORIGINS:
     if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
         invalid_setting("CORS_ORIGINS", f"holds {origin!r}, which is not an origin like https://app.example.com")
@@ -405,6 +422,20 @@ QUERIES = load_queries(SQL_DIR)
 # first served. A slot is held for one query: no request opens a transaction, which would
 # hold its connection between queries without a slot.
 database_slots = asyncio.Semaphore(DATABASE_POOL_SIZE)
+# The few writes that take more than one statement (a completion that makes the next
+# occurrence) hold one slot for their whole transaction instead.
+in_transaction = contextvars.ContextVar("in_transaction", default=False)
+
+
+@asynccontextmanager
+async def transaction():
+    """One slot and one connection for the statements inside, committed together or not at all."""
+    async with database_slots, database.transaction():
+        token = in_transaction.set(True)
+        try:
+            yield
+        finally:
+            in_transaction.reset(token)
 
 
 def lower_text(value):
@@ -421,7 +452,7 @@ async def run(name: str, **params):
     parameter is a KeyError here instead of a silent NULL.
     """
     query = QUERIES[name]
-    async with database_slots, database.connection() as connection:
+    async with contextlib.nullcontext() if in_transaction.get() else database_slots, database.connection() as connection:
         driver = connection.raw_connection
         if IS_POSTGRES:
             args = [params[param] for param in query.params]
@@ -443,9 +474,9 @@ async def run(name: str, **params):
         return rows if query.mode == "many" else None
 
 
-def utc_now(hours_ago: int = 0) -> str:
-    """Now (or so many hours ago), as RFC 3339 text in UTC: what both databases store, and what the API shows."""
-    moment = datetime.now(UTC) - timedelta(hours=hours_ago)
+def utc_now(seconds_ago: float = 0) -> str:
+    """Now (or so many seconds ago), as RFC 3339 text in UTC: what both databases store, and what the API shows."""
+    moment = datetime.now(UTC) - timedelta(seconds=seconds_ago)
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
@@ -816,6 +847,12 @@ async def refusal(scope) -> Response | None:
         scope["user_id"] = await token_user_id(token.strip())
     except jwt.InvalidTokenError:
         return problem(401, "The access token is invalid or has expired.", INVALID_TOKEN)
+    scope["token_expires_at"] = verified_tokens[token.strip()][3] - CLOCK_LEEWAY_SECONDS  # an event stream ends then
+    return path_refusal(scope)
+
+
+def path_refusal(scope) -> Response | None:
+    """A path that names another user than the caller: 403 (404 for an id no user can have)."""
     path_user_id = scope["path_params"].get("user_id")
     if path_user_id is not None and not 0 < path_user_id <= MAX_ID:
         return problem(404, "No such user.")
@@ -833,6 +870,29 @@ def signed_in(app):
 
     async def authenticate(scope, receive, send):
         response = await refusal(scope)
+        await (response or app)(scope, receive, send)
+
+    return authenticate
+
+
+async def ticket_refusal(scope, ticket: str) -> Response | None:
+    """A ticket from POST .../events/tickets instead of a token: one use, its user only, for as
+    long as the token that asked for it lives."""
+    row = await run("redeem_ticket", ticket_hash=hashlib.sha256(ticket.encode()).hexdigest(), now=utc_now())
+    if row is None:
+        return problem(401, "The ticket is invalid, used or expired; ask for a new one.", INVALID_TOKEN)
+    scope["user_id"], scope["token_expires_at"] = row["user_id"], row["token_expires_at"]
+    return path_refusal(scope)
+
+
+def signed_in_or_ticket(app):
+    """The authentication middleware of the event stream: a bearer token as on every route, or,
+    since a browser's EventSource cannot send one, `?ticket=` in its URL (and no header)."""
+
+    async def authenticate(scope, receive, send):
+        ticket = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("ticket")
+        has_header = any(name == b"authorization" for name, _ in scope["headers"])
+        response = await (refusal(scope) if ticket is None or has_header else ticket_refusal(scope, ticket))
         await (response or app)(scope, receive, send)
 
     return authenticate
@@ -1019,6 +1079,96 @@ Tag = Annotated[str, AfterValidator(valid_tag), Field(json_schema_extra={"patter
 Tags = Annotated[list[Tag], AfterValidator(valid_tags), Field(json_schema_extra={"maxItems": 20})]
 
 
+# Recurrence (v3): the RFC 5545 RRULE parts the contract allows, each value checked before
+# dateutil reads the rule (its rrulestr accepts far more than this subset).
+RULE_PARTS = {
+    "FREQ": r"DAILY|WEEKLY|MONTHLY|YEARLY",
+    "INTERVAL": r"[1-9][0-9]{0,3}",
+    "COUNT": r"[1-9][0-9]{0,3}",
+    "UNTIL": r"[0-9]{8}(T[0-9]{6}Z)?",
+    "BYDAY": r"([+-]?[1-5]?(MO|TU|WE|TH|FR|SA|SU))(,[+-]?[1-5]?(MO|TU|WE|TH|FR|SA|SU))*",
+    "BYMONTHDAY": r"-?([1-9]|[12][0-9]|3[01])(,-?([1-9]|[12][0-9]|3[01]))*",
+    "BYMONTH": r"([1-9]|1[0-2])(,([1-9]|1[0-2]))*",
+}
+TIME_ZONES = available_timezones()
+
+
+def valid_rule(value: str) -> str:
+    parts = dict(part.partition("=")[::2] for part in value.split(";"))
+    if len(parts) != value.count(";") + 1 or "FREQ" not in parts:
+        raise ValueError("must be an RRULE with FREQ, each part once, like FREQ=WEEKLY;BYDAY=MO,TH")
+    for name, part in parts.items():
+        if name not in RULE_PARTS:
+            raise ValueError(f"may hold only {', '.join(RULE_PARTS)}, not {name[:20]}")
+        if not re.fullmatch(RULE_PARTS[name], part):
+            raise ValueError(f"has an invalid {name}")
+    if "COUNT" in parts and "UNTIL" in parts:
+        raise ValueError("may have COUNT or UNTIL, not both")
+    return value
+
+
+def valid_time_zone(value: str) -> str:
+    if value not in TIME_ZONES:
+        raise ValueError("must be an IANA time zone name, like Europe/Berlin")
+    return value
+
+
+def occurrences(rule: str, start: datetime, time_zone: str, without_count: bool = False):
+    """The rule's dates from `start`, stepped in the task's zone (09:00 stays 09:00 across
+    daylight saving). An UNTIL date alone means the end of that day there."""
+    zone = ZoneInfo(time_zone)
+    parts = dict(part.partition("=")[::2] for part in rule.split(";"))
+    if without_count:
+        parts.pop("COUNT", None)
+    until = parts.get("UNTIL")
+    if until is not None and "T" not in until:
+        day_end = datetime.strptime(until, "%Y%m%d").replace(hour=23, minute=59, second=59, tzinfo=zone)
+        parts["UNTIL"] = day_end.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return rrulestr("RRULE:" + ";".join(f"{name}={part}" for name, part in parts.items()), dtstart=start.astimezone(zone))
+
+
+def unique_reminders(values: list) -> list:
+    if len({json.dumps(value.model_dump(), sort_keys=True) for value in values}) != len(values):
+        raise ValueError("must be distinct")
+    return values
+
+
+class Recurrence(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=no_defaults)
+    rule: Annotated[str, Field(max_length=200), AfterValidator(valid_rule)]
+    from_: Literal["due", "completion"] = Field("due", alias="from")
+
+
+class MinutesBefore(BaseModel):
+    model_config = STRICT
+    minutes_before: Annotated[int, Field(ge=0, le=40_320)]
+
+
+class RemindAt(BaseModel):
+    model_config = STRICT
+    at: Annotated[str, AfterValidator(utc_timestamp), Field(json_schema_extra={"format": "date-time"})]
+
+
+TimeZone = Annotated[str, Field(max_length=64), AfterValidator(valid_time_zone)]
+Reminders = Annotated[list[MinutesBefore | RemindAt], Field(max_length=5), AfterValidator(unique_reminders)]
+
+
+def check_schedule(due_at: str | None, recurrence: dict | None, time_zone: str, reminders: list) -> None:
+    """What a task's fields say together about its dates (400 otherwise): a rule and a
+    reminder before the due date need a due date, and a rule must have a date."""
+    errors = []
+    if recurrence is not None and due_at is None:
+        errors.append({"field": "due_at", "message": "is required for a recurring task"})
+    elif recurrence is not None:
+        first = occurrences(recurrence["rule"], datetime.fromisoformat(due_at), time_zone).after(datetime.fromisoformat(due_at), inc=True)
+        if first is None:
+            errors.append({"field": "recurrence.rule", "message": "has no date"})
+    if due_at is None and any("minutes_before" in reminder for reminder in reminders):
+        errors.append({"field": "reminders", "message": "minutes_before needs a due_at"})
+    if errors:
+        raise ProblemError(400, "The body is not valid.", errors=errors)
+
+
 class TaskFields(BaseModel):
     """POST and PUT: PUT replaces the whole task, so omitted fields go back to these defaults."""
 
@@ -1029,6 +1179,9 @@ class TaskFields(BaseModel):
     priority: Priority = "medium"
     due_at: DueAt = None
     tags: Tags = []
+    recurrence: Recurrence | None = None
+    time_zone: TimeZone = "UTC"
+    reminders: Reminders = []
 
 
 class TaskChanges(BaseModel):
@@ -1041,6 +1194,9 @@ class TaskChanges(BaseModel):
     priority: Priority = None
     due_at: DueAt = None
     tags: Tags = None
+    recurrence: Recurrence | None = None
+    time_zone: TimeZone = None
+    reminders: Reminders = None
 
 
 class Completion(BaseModel):
@@ -1116,8 +1272,11 @@ def stored(fields: dict) -> dict:
     """A body's fields as the columns keep them: priority as its rank, tags as JSON text."""
     if fields.get("priority") is not None:
         fields["priority"] = PRIORITIES.index(fields["priority"])
-    if fields.get("tags") is not None:
-        fields["tags"] = json.dumps(fields["tags"])
+    for name in ("tags", "reminders"):
+        if fields.get(name) is not None:
+            fields[name] = json.dumps(fields[name])
+    if fields.get("recurrence") is not None:
+        fields["recurrence"] = json.dumps({"rule": fields["recurrence"]["rule"], "from": fields["recurrence"]["from_"]})
     return fields
 
 
@@ -1134,13 +1293,13 @@ def if_match(request: Request) -> str | None:
     return ",".join(["", *(tag[1:-1] for tag in tags if re.fullmatch(r'"[0-9]{1,19}-[0-9]{1,19}"', tag)), ""])
 
 
-def not_modified(request: Request, task) -> bool:
-    """If-None-Match names the task's current ETag (weak comparison, RFC 9110), or is `*`."""
+def not_modified(request: Request, current: str | None) -> bool:
+    """If-None-Match names the current ETag (weak comparison, RFC 9110), or is `*`."""
     header = request.headers.get("if-none-match")
-    if header is None:
+    if header is None or current is None:
         return False
     tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
-    return "*" in tags or etag(task) in tags
+    return "*" in tags or current.removeprefix("W/") in tags
 
 
 async def unwritten(user_id: int, task_id: int) -> ProblemError:
@@ -1257,21 +1416,38 @@ async def task_page(user_id: int, sort: str, filters: dict | None, window: dict)
     return page
 
 
+def body_fields(body: BaseModel) -> dict:
+    """A task body's fields as the columns keep them, its dates checked together."""
+    fields = stored(body.model_dump())
+    if isinstance(body, TaskFields):
+        check_schedule(body.due_at, recurrence_of(fields), body.time_zone, fields_reminders(fields))
+    return fields
+
+
+def recurrence_of(fields: dict) -> dict | None:
+    return None if fields.get("recurrence") is None else json.loads(fields["recurrence"])
+
+
+def fields_reminders(fields: dict) -> list:
+    return [] if fields.get("reminders") is None else json.loads(fields["reminders"])
+
+
 async def new_task(user_id: int, body: TaskFields, key: str | None = None):
     """Insert a task for the caller; with an Idempotency-Key, a retry gets the task it made."""
-    fields = stored(body.model_dump())
+    fields = body_fields(body)
     request_hash = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest() if key else None
     retry = {"idempotency_key": key, "request_hash": request_hash}
     task = await run("insert_task", user_id=user_id, now=utc_now(), **retry, **fields)
     if task is None and key is not None:
         task = await run("get_task_by_idempotency_key", user_id=user_id, idempotency_key=key)
-        if task is not None and task["created_at"] < utc_now(hours_ago=IDEMPOTENCY_HOURS):
+        if task is not None and task["created_at"] < utc_now(seconds_ago=IDEMPOTENCY_HOURS * 3600):
             await run("forget_idempotency_key", user_id=user_id, idempotency_key=key)
             task = await run("insert_task", user_id=user_id, now=utc_now(), **retry, **fields)
         elif task is not None and task["request_hash"] != request_hash:
             raise ProblemError(422, "This Idempotency-Key was already used with another body.")
     if task is None:
         raise ProblemError(404, "No such user.")
+    announce(user_id)
     return task
 
 
@@ -1283,46 +1459,61 @@ async def caller_task(user_id: int, task_id: int):
     return task
 
 
-async def replaced_task(user_id: int, task_id: int, body: TaskFields, if_match: str | None = None):
-    """The task replaced whole by the body; 404 or 412 when no row was written."""
-    fields = stored(body.model_dump())
-    task = await run("replace_task", user_id=user_id, task_id=task_id, now=utc_now(), if_match=if_match, **fields)
+async def written(query: str, user_id: int, task_id: int, completes: bool, **params):
+    """Run one of the task writes; 404 or 412 when it wrote no row. A write that may complete
+    a task runs in a transaction: completing a recurring task makes its next occurrence in it."""
+    if not completes:
+        task = await run(query, user_id=user_id, task_id=task_id, now=utc_now(), **params)
+    else:
+        async with transaction():
+            task = await run(query, user_id=user_id, task_id=task_id, now=utc_now(), **params)
+            if task is not None and task["makes_next"]:
+                task = await next_occurrence(user_id, task_id) or task
     if task is None:
         raise await unwritten(user_id, task_id)
+    announce(user_id)
     return task
+
+
+async def replaced_task(user_id: int, task_id: int, body: TaskFields, if_match: str | None = None):
+    """The task replaced whole by the body."""
+    return await written("replace_task", user_id, task_id, body.completed, if_match=if_match, **body_fields(body))
 
 
 async def changed_task(user_id: int, task_id: int, body: TaskChanges, if_match: str | None = None):
     """The task with the fields the body names changed, and only those."""
-    if not body.model_fields_set:
+    named = body.model_fields_set
+    if not named:
         raise ProblemError(400, "Name at least one field to change.", errors=[{"field": "body", "message": "must not be empty"}])
-    task = await run(
+    fields = body_fields(body)
+    if named & {"due_at", "recurrence", "time_zone", "reminders"}:
+        # The dates are checked as they will be together: the named fields over the task's own.
+        current = json.loads((await caller_task(user_id, task_id))["body"])
+        merged = {**current, **{name: value for name, value in body.model_dump(by_alias=True).items() if name in named}}
+        check_schedule(merged["due_at"], merged["recurrence"], merged["time_zone"], merged["reminders"])
+    return await written(
         "update_task",
-        user_id=user_id,
-        task_id=task_id,
-        now=utc_now(),
+        user_id,
+        task_id,
+        body.completed is True,
         if_match=if_match,
-        set_description="description" in body.model_fields_set,
-        set_due_at="due_at" in body.model_fields_set,
-        **stored(body.model_dump()),
+        set_description="description" in named,
+        set_due_at="due_at" in named,
+        set_recurrence="recurrence" in named,
+        **fields,
     )
-    if task is None:
-        raise await unwritten(user_id, task_id)
-    return task
 
 
 async def completed_task(user_id: int, task_id: int, completed: bool, if_match: str | None = None):
     """The task marked done or not done."""
-    task = await run("set_task_completed", user_id=user_id, task_id=task_id, completed=completed, now=utc_now(), if_match=if_match)
-    if task is None:
-        raise await unwritten(user_id, task_id)
-    return task
+    return await written("set_task_completed", user_id, task_id, completed, completed=completed, if_match=if_match)
 
 
 async def deleted_task(user_id: int, task_id: int, if_match: str | None = None) -> None:
     """Delete the caller's task; 404 or 412 when no row went."""
     if await run("delete_task", user_id=user_id, task_id=task_id, if_match=if_match) is None:
         raise await unwritten(user_id, task_id)
+    announce(user_id)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1385,10 +1576,17 @@ async def me(request: Request) -> Response:
 
 
 async def list_tasks(request: Request) -> Response:
-    """The caller's tasks, filtered and sorted as the query asks (newest first by default)."""
-    sort, filters, window = list_query(request)
-    page = await task_page(request.scope["user_id"], sort, filters, window)
+    """The caller's tasks, filtered and sorted as the query asks (newest first by default); 304 when nothing changed."""
+    user_id, query = request.scope["user_id"], list_query(request)
+    if "if-none-match" in request.headers:  # answered before any page is built
+        current = list_etag((await run("feed_position", user_id=user_id))["position"], query)
+        if not_modified(request, current):
+            return Response(status_code=304, headers={"ETag": current})
+    sort, filters, window = query
+    page = await task_page(user_id, sort, filters, window)
     headers = {"X-Total-Count": str(page["total"])}
+    if (tag := list_etag(page["position"], query)) is not None:
+        headers["ETag"] = tag
     if window["offset"] + window["limit"] < page["total"]:
         headers["Link"] = next_page(request, window["offset"] + window["limit"])
     return Response(page["body"], headers=headers, media_type="application/json")
@@ -1405,7 +1603,7 @@ async def create_task(request: Request) -> Response:
 async def get_task(request: Request) -> Response:
     """One of the caller's tasks; 304 when If-None-Match names its ETag."""
     task = await caller_task(request.scope["user_id"], path_task_id(request))
-    if not_modified(request, task):
+    if not_modified(request, etag(task)):
         return Response(status_code=304, headers={"ETag": etag(task)})
     return task_response(task)
 
@@ -1438,6 +1636,79 @@ async def delete_task(request: Request) -> Response:
     return Response(status_code=204)
 
 
+CHANGES_PARAMETERS = ("since", "limit")
+EVENTS_PARAMETERS = ("since", "ticket")
+
+
+def only_parameters(request: Request, names: tuple) -> dict:
+    """The query string as a dict, each parameter one of `names`, given once."""
+    items = request.query_params.multi_items()
+    for name, _ in items:
+        if name not in names:
+            raise bad_parameter(name, "is not a parameter of this route")
+        if [item for item, _ in items].count(name) > 1:
+            raise bad_parameter(name, "may be given once")
+    return dict(items)
+
+
+async def list_changes(request: Request) -> Response:
+    """What changed in the caller's tasks since a cursor (without one: every task), with tombstones for deletions."""
+    user_id = request.scope["user_id"]
+    query = only_parameters(request, CHANGES_PARAMETERS)
+    limit = query.get("limit", "100")
+    if not re.fullmatch(r"[0-9]{1,3}", limit) or not 1 <= int(limit) <= FEED_PAGE_MAX:
+        raise bad_parameter("limit", f"must be a whole number from 1 to {FEED_PAGE_MAX}")
+    since = None
+    if "since" in query and (since := cursor_position(user_id, query["since"])) is None:
+        raise bad_parameter("since", "is not a cursor this service gave this user")
+    rows, position, more = await feed_page(user_id, since, int(limit))
+    changes = ",".join(row["body"] for row in rows)
+    body = f'{{"changes": [{changes}], "cursor": {json.dumps(cursor_for(user_id, position))}, "has_more": {json.dumps(more)}}}'
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+async def create_ticket(request: Request) -> Response:
+    """A ticket that opens one event stream, for a browser's EventSource (which cannot send a header)."""
+    ticket = secrets.token_urlsafe(32)
+    await run(
+        "insert_ticket",
+        ticket_hash=hashlib.sha256(ticket.encode()).hexdigest(),
+        user_id=request.scope["user_id"],
+        expires_at=utc_now(seconds_ago=-TICKET_SECONDS),
+        token_expires_at=request.scope["token_expires_at"],
+    )
+    return JSONResponse({"ticket": ticket, "expires_in": TICKET_SECONDS}, 201, headers={"Cache-Control": "no-store"})
+
+
+async def open_events(request: Request):
+    """The caller's changes as server-sent events, live, resumable from Last-Event-ID or since, with reminders."""
+    global open_streams
+    user_id = request.scope["user_id"]
+    query = only_parameters(request, EVENTS_PARAMETERS)
+    cursor = request.headers.get("last-event-id") or query.get("since")
+    if open_streams >= EVENTS_MAX_STREAMS:
+        raise ProblemError(503, "Too many event streams are open here; try again shortly.", {"Retry-After": "5"})
+    open_streams += 1
+    try:
+        stream = await run(
+            "open_stream",
+            user_id=user_id,
+            process=PROCESS_ID,
+            now=utc_now(),
+            stale_before=utc_now(seconds_ago=3 * EVENTS_HEARTBEAT_SECONDS),
+            max=EVENTS_MAX_STREAMS_PER_USER,
+        )
+        if stream is None:
+            raise ProblemError(
+                429, f"At most {EVENTS_MAX_STREAMS_PER_USER} event streams per user.", {"Retry-After": str(EVENTS_HEARTBEAT_SECONDS)}
+            )
+        position = (await run("feed_position", user_id=user_id))["position"] if cursor is None else cursor_position(user_id, cursor)
+    except BaseException:
+        open_streams -= 1
+        raise
+    return event_stream(user_id, stream["id"], position, request.scope["token_expires_at"])
+
+
 async def list_tags(request: Request) -> Response:
     """The caller's tags in use, each with how many tasks carry it, by name."""
     user_id = request.scope["user_id"]
@@ -1461,6 +1732,334 @@ async def readyz(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     """This API, as OpenAPI 3.1."""
     return JSONResponse(OPENAPI_DOCUMENT)
+
+
+# ---------------------------------------------------------------------------------------
+# Changes and live events (v3): the feed every write leaves (sql/changes.sql), its cursors,
+# the list's ETag, and event streams that every replica wakes through LISTEN/NOTIFY.
+# ---------------------------------------------------------------------------------------
+
+CURSOR_PATTERN = re.compile(r"([0-9]{1,19})\.([A-Za-z0-9_-]{22})")
+FEED_PAGE_MAX = 500
+TICKET_SECONDS = 60
+RETRY_MILLISECONDS = 3000  # how soon a browser's EventSource reconnects by itself
+PROCESS_ID = secrets.token_hex(8)  # this process's rows of event_streams
+feed_secret = b""  # the key cursors are signed with: one for every replica, read from the database at start
+streams: dict[int, set[asyncio.Queue]] = {}  # user id -> this process's open streams of that user
+shutting_down = asyncio.Event()
+
+
+def cursor_for(user_id: int, position: int) -> str:
+    """An opaque cursor: a position in the user's feed, with a MAC that binds it to the user."""
+    mac = hmac.new(feed_secret, f"{user_id}.{position}".encode(), hashlib.sha256).digest()[:16]
+    return f"{position}.{base64url(mac)}"
+
+
+def cursor_position(user_id: int, cursor: str) -> int | None:
+    """The position a cursor names; None when the service did not issue it for this user."""
+    match = CURSOR_PATTERN.fullmatch(cursor)
+    if match is None or not hmac.compare_digest(cursor_for(user_id, int(match[1])), cursor):
+        return None
+    return int(match[1])
+
+
+async def feed_page(user_id: int, since: int | None, limit: int) -> tuple[list, int, bool]:
+    """The changes after position `since` (None: every task that exists now), oldest first:
+    (rows of change_seq and body, the position to ask from next, whether more follow at once).
+    410 for a position before deletions the feed no longer remembers."""
+    head, *rows = await run("list_changes", user_id=user_id, since=since or 0, tombstones=since is not None, limit=limit + 1)
+    if since is not None and since < head["pruned_through"]:
+        raise ProblemError(410, "This cursor is older than the deletions the feed remembers; sync again without since.")
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1]["change_seq"], True
+    return rows, max(head["position"], since or 0), False
+
+
+def list_etag(position: int, query: tuple) -> str | None:
+    """The list's weak ETag: the user's feed position and the query. None for `overdue`,
+    whose answer changes with the clock as well."""
+    sort, filters, window = query
+    if filters is not None and filters["overdue"] is not None:
+        return None
+    return f'W/"{position}-{hashlib.sha256(repr(query).encode()).hexdigest()[:16]}"'
+
+
+def wake(user_id: int) -> None:
+    """Tell this process's streams of the user to read the feed."""
+    for stream in streams.get(user_id, ()):
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue reads the feed anyway
+            stream.put_nowait(None)
+
+
+def announce(user_id: int) -> None:
+    """A write of the user's tasks has committed. On PostgreSQL the write's trigger has told the
+    listener of every replica (NOTIFY); a SQLite file has one process, whose streams are woken here."""
+    if not IS_POSTGRES:
+        wake(user_id)
+
+
+def on_notification(connection, pid, channel, payload: str) -> None:
+    """A commit's NOTIFY: a user id whose feed moved, or `r user task at late`, a fired reminder."""
+    if payload.startswith("r "):
+        _, user_id, task_id, at, late = payload.split(" ")
+        deliver_reminder(int(user_id), int(task_id), at, late == "1")
+    else:
+        wake(int(payload))
+
+
+async def listen_forever() -> None:
+    """PostgreSQL: one connection of its own LISTENs for every replica's commits (a pooled one
+    would be handed back). A notification carries ids, never task data, and streams read the
+    stored feed: after the connection is lost (PostgreSQL restarted), it connects again and
+    every stream reads the feed, so what was missed meanwhile is caught up."""
+    url, options = connect_options(DATABASE_LISTEN_URL)
+    while True:
+        connection = None
+        try:
+            connection = await asyncpg.connect(url, ssl=options.get("ssl"), timeout=5)
+            await connection.add_listener("task_changes", on_notification)
+            for user_id in list(streams):
+                wake(user_id)
+            while True:  # a connection the server has dropped shows only when it is used
+                await asyncio.sleep(2)
+                await connection.fetchval("SELECT 1", timeout=5)
+        except (*DATABASE_UNAVAILABLE, TimeoutError) as exc:
+            log.warning("the listener lost PostgreSQL (%s); connecting again", type(exc).__name__)
+        finally:
+            if connection is not None:
+                connection.terminate()
+        await asyncio.sleep(1)
+
+
+def sse(event: str | None = None, data: str = "{}", event_id: str | None = None) -> bytes:
+    lines = ([f"event: {event}"] if event else []) + ([f"id: {event_id}"] if event_id else []) + [f"data: {data}"]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+async def client_left(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def event_stream(user_id: int, stream_id: int, position: int | None, expires_at: float):
+    """The stream of one caller, as an ASGI response: `ready`, then every change after
+    `position` (None: a cursor it cannot resume from, so `resync`), reminders, heartbeats,
+    and `expired` when the token it was opened with runs out. A write the client does not
+    take within EVENTS_HEARTBEAT_SECONDS drops it (it resumes later): nothing piles up here."""
+
+    async def respond(scope, receive, send):
+        global open_streams
+        queue = asyncio.Queue(maxsize=64)
+        streams.setdefault(user_id, set()).add(queue)
+        left = asyncio.ensure_future(client_left(receive))
+        stopping = asyncio.ensure_future(shutting_down.wait())
+
+        async def write(chunk: bytes) -> None:
+            async with asyncio.timeout(EVENTS_HEARTBEAT_SECONDS):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        try:
+            headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"), (b"x-accel-buffering", b"no")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            retry = f"retry: {RETRY_MILLISECONDS}\n".encode()
+            if position is None:
+                await write(retry + sse("resync"))
+                return
+            await write(retry + sse("ready", event_id=cursor_for(user_id, position)))
+            since = position
+            while True:
+                try:
+                    rows, since, more = await feed_page(user_id, since, FEED_PAGE_MAX)
+                except ProblemError:  # pruned while the stream was away
+                    await write(sse("resync"))
+                    return
+                for row in rows:
+                    await write(sse("change", row["body"], cursor_for(user_id, row["change_seq"])))
+                if more:
+                    continue
+                waiting = asyncio.ensure_future(queue.get())
+                timeout = max(0.0, min(EVENTS_HEARTBEAT_SECONDS, expires_at - time.time()))
+                done, _ = await asyncio.wait({waiting, left, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if waiting not in done:
+                    waiting.cancel()
+                if left in done or stopping in done:
+                    return
+                if time.time() >= expires_at:
+                    await write(sse("expired"))
+                    return
+                if not done:
+                    await write(b": heartbeat\n\n")
+                elif (reminder := waiting.result()) is not None:
+                    await write(await reminder_event(user_id, *reminder))
+        except (TimeoutError, *DATABASE_UNAVAILABLE):  # a reader too slow, or the database gone: it resumes later
+            pass
+        finally:
+            streams[user_id].discard(queue)
+            if not streams[user_id]:
+                del streams[user_id]
+            open_streams -= 1
+            left.cancel()
+            stopping.cancel()
+            with contextlib.suppress(*DATABASE_UNAVAILABLE):
+                await run("close_stream", stream_id=stream_id)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return respond
+
+
+open_streams = 0  # this process's, against EVENTS_MAX_STREAMS
+
+
+async def refresh_streams() -> None:
+    """Keep this process's streams counted against their users' limits on every replica."""
+    if streams:
+        await run("refresh_streams", process=PROCESS_ID, now=utc_now())
+
+
+async def prune_feed() -> None:
+    """Forget tombstones past CHANGES_RETENTION_DAYS (their feeds remember how far), a bounded
+    batch at a time, and tickets, streams and reminders that are done with."""
+    cutoff = utc_now(seconds_ago=CHANGES_RETENTION_DAYS * 86_400)
+    await run("raise_pruned_through", cutoff=cutoff)
+    while len(await run("prune_tombstones", cutoff=cutoff)) == 1000:
+        await asyncio.sleep(0.1)
+    await run("delete_expired_tickets", now=utc_now())
+    await run("delete_stale_streams", stale_before=utc_now(seconds_ago=3 * EVENTS_HEARTBEAT_SECONDS))
+    await run("delete_fired_reminders")
+
+
+# ---------------------------------------------------------------------------------------
+# Recurrence and reminders (v3): the next occurrence a completion makes, reminders fired by
+# whichever replica claims them (sql/reminders.sql), and their signed webhook.
+# ---------------------------------------------------------------------------------------
+
+
+def next_due(recurrence: dict, time_zone: str, due_at: str, series_start: str, occurrence: int, done_at: datetime) -> str | None:
+    """The next occurrence's due date, or None when the rule has no date left.
+
+    From "due": the rule started at the series' first due date, its first date later than
+    both this due date and the completion (missed dates are skipped). From "completion": the
+    rule started at the completion, its first date after it; COUNT counts the occurrences.
+    """
+    rule = recurrence["rule"]
+    if recurrence["from"] == "completion":
+        count = re.search(r"(?:^|;)COUNT=([0-9]+)", rule)
+        if count and occurrence >= int(count[1]):
+            return None
+        moment = occurrences(rule, done_at, time_zone, without_count=True).after(done_at)
+    else:
+        after = max(datetime.fromisoformat(due_at), done_at)
+        moment = occurrences(rule, datetime.fromisoformat(series_start), time_zone).after(after)
+    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+async def next_occurrence(user_id: int, task_id: int):
+    """In the transaction of a completion: make the task's next occurrence, and answer the
+    completed task naming it (None when the rule has no date left)."""
+    task = await run("get_recurrence", user_id=user_id, task_id=task_id)
+    recurrence = json.loads(task["recurrence"])
+    due_at = next_due(recurrence, task["time_zone"], task["due_at"], task["series_start"], task["occurrence"], datetime.now(UTC))
+    if due_at is None:
+        return None
+    made = await run("insert_next_occurrence", user_id=user_id, task_id=task_id, due_at=due_at, now=utc_now())
+    return await run("set_next_id", user_id=user_id, task_id=task_id, next_id=made["id"])
+
+
+LATE_SECONDS = 5  # a reminder fired later than this after its time says so
+
+
+def is_late(reminder) -> bool:
+    return (datetime.fromisoformat(reminder["fired_at"]) - datetime.fromisoformat(reminder["fire_at"])).total_seconds() > LATE_SECONDS
+
+
+def deliver_reminder(user_id: int, task_id: int, at: str, late: bool) -> None:
+    """A fired reminder, to this process's streams of its user."""
+    for stream in streams.get(user_id, ()):
+        with contextlib.suppress(asyncio.QueueFull):  # a reader that far behind is about to be dropped
+            stream.put_nowait((task_id, at, late))
+
+
+async def reminder_event(user_id: int, task_id: int, at: str, late: bool) -> bytes:
+    task = await run("get_task", user_id=user_id, task_id=task_id)
+    if task is None:  # deleted since it fired
+        return b": a reminder of a task deleted since\n\n"
+    return sse("reminder", f'{{"task": {task["body"]}, "at": {json.dumps(at)}, "late": {json.dumps(late)}}}')
+
+
+async def fire_due_reminders() -> None:
+    """Claim the reminders due now (each replica its own, SKIP LOCKED) and deliver them to the
+    streams of every replica; drop, with a log line, those later than REMINDER_LATE_SECONDS."""
+    for dropped in await run("drop_late_reminders", late_cutoff=utc_now(seconds_ago=REMINDER_LATE_SECONDS)):
+        log.warning("reminder dropped: later than REMINDER_LATE_SECONDS",
+                    extra={"fields": {"reminder_id": dropped["id"], "task_id": dropped["task_id"], "at": dropped["fire_at"]}})
+    while True:
+        now = utc_now()
+        fired = await run("claim_due_reminders", now=now, first_attempt_at=now if REMINDER_WEBHOOK_URL else None)
+        notices = [(row["user_id"], row["task_id"], row["fire_at"], is_late(row)) for row in fired]
+        if IS_POSTGRES and notices:
+            await run("notify_reminders", payloads=[f"r {user} {task} {at} {int(late)}" for user, task, at, late in notices])
+        for notice in notices if not IS_POSTGRES else ():
+            deliver_reminder(*notice)
+        if len(fired) < 500:
+            return
+
+
+webhook_client = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
+WEBHOOK_LEASE_SECONDS = 30  # longer than an attempt can take
+
+
+def webhook_body(reminder) -> str:
+    """The same text on every attempt: what it says is what was true when the reminder fired."""
+    data = {"user_id": reminder["user_id"], "task": json.loads(reminder["task_body"]), "at": reminder["fire_at"], "late": is_late(reminder)}
+    return json.dumps({"type": "task.reminder", "timestamp": reminder["fired_at"], "data": data})
+
+
+async def deliver_webhook(signer: standardwebhooks.Webhook, reminder) -> None:
+    """POST one fired reminder, signed (Standard Webhooks), with the same webhook-id on every
+    try; a non-2xx answer or a time-out is tried again after a growing pause, until
+    REMINDER_WEBHOOK_RETRY_SECONDS after it fired."""
+    body, message_id, now = webhook_body(reminder), f"msg_reminder_{reminder['id']}", datetime.now(UTC)
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signer.sign(message_id, now, body),
+    }
+    try:
+        delivered = (await webhook_client.post(REMINDER_WEBHOOK_URL, content=body, headers=headers)).is_success
+    except httpx.HTTPError:
+        delivered = False
+    given_up = (now - datetime.fromisoformat(reminder["fired_at"])).total_seconds() >= REMINDER_WEBHOOK_RETRY_SECONDS
+    if delivered or given_up:
+        if not delivered:
+            log.warning("reminder webhook given up", extra={"fields": {"reminder_id": reminder["id"], "attempts": reminder["attempts"]}})
+        await run("finish_delivery", reminder_id=reminder["id"])
+    else:
+        pause = min(5 * 2 ** (reminder["attempts"] - 1), 3600)
+        await run("retry_delivery", reminder_id=reminder["id"], next_attempt_at=utc_now(seconds_ago=-pause))
+
+
+async def deliver_webhooks() -> None:
+    signer = standardwebhooks.Webhook(REMINDER_WEBHOOK_SECRET)
+    due = await run("claim_deliveries", now=utc_now(), lease_until=utc_now(seconds_ago=-WEBHOOK_LEASE_SECONDS))
+    await asyncio.gather(*(deliver_webhook(signer, reminder) for reminder in due))
+
+
+async def repeat(chore, seconds: float, at_once: bool = False) -> None:
+    """Run a background chore every so many seconds; a database outage skips a turn, and any
+    other failure is logged and skips a turn too."""
+    if not at_once:
+        await asyncio.sleep(seconds)
+    while True:
+        try:
+            await chore()
+        except DATABASE_UNAVAILABLE:
+            pass
+        except Exception:
+            log.exception("%s failed", chore.__name__)
+        await asyncio.sleep(seconds)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1603,6 +2202,12 @@ class ReadDeadlines(H11Protocol):
             self.wait_for("headers")  # the next request on this connection
         super().on_response_complete()
 
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown (SIGTERM): event streams end at once, instead of holding
+        the shutdown up until its grace runs out."""
+        shutting_down.set()
+        super().shutdown()
+
     def connection_lost(self, exc) -> None:
         if self.timer is not None:
             self.timer.cancel()
@@ -1637,7 +2242,7 @@ def cors(app):
         app,
         allow_origins=CORS_ORIGINS,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"],
+        allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match", "Last-Event-ID", "X-Request-ID"],
         expose_headers=["ETag", "Link", "Location", "Retry-After", "X-Request-ID", "X-Total-Count"],
         max_age=600,
     )
@@ -1736,7 +2341,10 @@ RESPONSE_SCHEMAS = {
     },
     "Task": {
         "type": "object",
-        "required": ["id", "user_id", "title", "description", "completed", "priority", "due_at", "tags", "created_at", "updated_at"],
+        "required": [
+            "id", "user_id", "title", "description", "completed", "priority", "due_at", "tags",
+            "recurrence", "time_zone", "reminders", "series_id", "next_id", "created_at", "updated_at",
+        ],
         "properties": {
             "id": ID,
             "user_id": ID,
@@ -1746,6 +2354,26 @@ RESPONSE_SCHEMAS = {
             "priority": {"enum": list(PRIORITIES)},
             "due_at": {"type": ["string", "null"], "format": "date-time"},
             "tags": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 32}, "maxItems": 20},
+            "recurrence": {
+                "type": ["object", "null"],
+                "required": ["rule", "from"],
+                "properties": {"rule": {"type": "string"}, "from": {"enum": ["due", "completion"]}},
+                "additionalProperties": False,
+            },
+            "time_zone": {"type": "string"},
+            "reminders": {
+                "type": "array",
+                "maxItems": 5,
+                "items": {
+                    "oneOf": [
+                        {"type": "object", "required": ["minutes_before"], "properties": {"minutes_before": {"type": "integer"}},
+                         "additionalProperties": False},
+                        {"type": "object", "required": ["at"], "properties": {"at": TIMESTAMP}, "additionalProperties": False},
+                    ]
+                },
+            },
+            "series_id": {"type": ["integer", "null"]},
+            "next_id": {"type": ["integer", "null"]},
             "created_at": TIMESTAMP,
             "updated_at": TIMESTAMP,
         },
@@ -1771,6 +2399,28 @@ RESPONSE_SCHEMAS = {
         "type": "object",
         "required": ["keys"],
         "properties": {"keys": {"type": "array", "items": {"type": "object", "required": ["kty", "kid"], "not": {"required": ["d"]}}}},
+    },
+    "Tombstone": {
+        "type": "object",
+        "required": ["id", "deleted", "deleted_at"],
+        "properties": {"id": ID, "deleted": {"const": True}, "deleted_at": TIMESTAMP},
+        "additionalProperties": False,
+    },
+    "Changes": {
+        "type": "object",
+        "required": ["changes", "cursor", "has_more"],
+        "properties": {
+            "changes": {"type": "array", "items": {"anyOf": [{"$ref": "#/components/schemas/Task"}, {"$ref": "#/components/schemas/Tombstone"}]}},
+            "cursor": {"type": "string", "maxLength": 200, "pattern": "^[A-Za-z0-9._~-]+$"},
+            "has_more": {"type": "boolean"},
+        },
+        "additionalProperties": False,
+    },
+    "Ticket": {
+        "type": "object",
+        "required": ["ticket", "expires_in"],
+        "properties": {"ticket": {"type": "string"}, "expires_in": {"type": "integer", "maximum": 60}},
+        "additionalProperties": False,
     },
     "TagCount": {
         "type": "object",
@@ -1804,6 +2454,7 @@ ERROR_MEANINGS = {
     403: "The path names another user than the token",
     404: "No such task or user for the caller",
     409: "The email is taken",
+    410: "The cursor is older than the deletions the feed remembers: sync again without since",
     412: "If-Match names another version of the task; see ETag",
     413: "The body is over 1 MiB",
     422: "This Idempotency-Key was already used with another body",
@@ -1828,6 +2479,9 @@ OPERATIONS = {
     set_completed: (Completion, 200, "Task", WRITE_ERRORS, True),
     delete_task: (None, 204, None, (*TASK_ERRORS, 412), True),
     list_tags: (None, 200, {"type": "array", "items": {"$ref": "#/components/schemas/TagCount"}}, TASK_ERRORS, True),
+    list_changes: (None, 200, "Changes", (400, 410, *TASK_ERRORS), True),
+    create_ticket: (None, 201, "Ticket", TASK_ERRORS, True),
+    open_events: (None, 200, None, (400, 429, *TASK_ERRORS), True),
     healthz: (None, 200, "Status", (), False),
     readyz: (None, 200, "Status", (503,), False),
     openapi: (None, 200, {"type": "object"}, (), False),
@@ -1855,6 +2509,17 @@ QUERY_PARAMETERS = {
          "schema": {"type": "string", "pattern": '^([\\x21\\x23-\\x7e]{1,255}|"[\\x21\\x23-\\x7e]{1,255}")$'}},
     ],
     get_task: [{"name": "If-None-Match", "in": "header", "description": "304 when it names the current ETag", "schema": {"type": "string"}}],
+    list_changes: [
+        {"name": "since", "in": "query", "description": "A cursor from an earlier answer; omitted: every task that exists now",
+         "schema": {"type": "string", "maxLength": 200}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
+    ],
+    open_events: [
+        {"name": "since", "in": "query", "description": "A cursor (an event id) to resume after", "schema": {"type": "string", "maxLength": 200}},
+        {"name": "ticket", "in": "query", "description": "Instead of the Authorization header: a ticket from POST …/events/tickets",
+         "schema": {"type": "string"}},
+        {"name": "Last-Event-ID", "in": "header", "description": "As EventSource sends it when it reconnects", "schema": {"type": "string"}},
+    ],
     **{
         write: [{"name": "If-Match", "in": "header", "description": "412 unless it names the current ETag, or *", "schema": {"type": "string"}}]
         for write in (replace_task, update_task, set_completed, delete_task)
@@ -1897,7 +2562,11 @@ def openapi_document(routes: list[Route]) -> dict:
         if route.endpoint is signup:
             success_response["headers"] = LOCATION_HEADER
         if route.endpoint is list_tasks:
-            success_response["headers"] = LIST_HEADERS
+            success_response["headers"] = {**LIST_HEADERS, "ETag": {"description": "Weak: changes whenever any task changes",
+                                                                    "schema": {"type": "string"}}}
+            operation["responses"]["304"] = {"description": "If-None-Match names the list's current ETag"}
+        if route.endpoint is open_events:
+            success_response["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
         operation["responses"][str(status)] = success_response
         if route.endpoint is get_task:
             operation["responses"]["304"] = {"description": "If-None-Match names the current ETag", "headers": ETAG_HEADER}
@@ -1957,6 +2626,9 @@ routes = [
     Route("/api/{user_id:id}/tasks/{task_id:id}", delete_task, methods=["DELETE"], middleware=SIGNED_IN),
     Route("/api/{user_id:id}/tasks/{task_id:id}/complete", set_completed, methods=["PATCH"], middleware=SIGNED_IN),
     Route("/api/{user_id:id}/tags", list_tags, methods=["GET"], middleware=SIGNED_IN),
+    Route("/api/{user_id:id}/changes", list_changes, methods=["GET"], middleware=SIGNED_IN),
+    Route("/api/{user_id:id}/events/tickets", create_ticket, methods=["POST"], middleware=SIGNED_IN),
+    Route("/api/{user_id:id}/events", open_events, methods=["GET"], middleware=[Middleware(signed_in_or_ticket)]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
@@ -1986,6 +2658,8 @@ async def lifespan(app):
     # Past this point the database answers: a failure is a fault to read in its traceback (a
     # table in the way, a migration that does not apply), not a database to wait for.
     await apply_migrations()
+    global feed_secret
+    feed_secret = (await run("get_feed_secret"))["secret"].encode()
     if JWKS_URL:
         await fetch_jwks()
         if not jwks_cache["keys"]:
@@ -1995,16 +2669,24 @@ async def lifespan(app):
         chores.append(asyncio.create_task(refresh_jwks_forever()))
     if IS_POSTGRES:
         chores.append(asyncio.create_task(delete_expired_rate_limits_forever()))
+        chores.append(asyncio.create_task(listen_forever()))
+    chores.append(asyncio.create_task(repeat(prune_feed, 600, at_once=True)))
+    chores.append(asyncio.create_task(repeat(refresh_streams, EVENTS_HEARTBEAT_SECONDS)))
+    chores.append(asyncio.create_task(repeat(fire_due_reminders, 1)))
+    if REMINDER_WEBHOOK_URL:
+        chores.append(asyncio.create_task(repeat(deliver_webhooks, 1)))
     # What exists now lives as long as the process: a full garbage collection that walks it
     # all again pauses every request in flight for tens of milliseconds.
     gc.freeze()
     try:
         yield
     finally:
+        shutting_down.set()
         for chore in chores:
             chore.cancel()
         await asyncio.gather(*chores, return_exceptions=True)
         await jwks_client.aclose()
+        await webhook_client.aclose()
         await database.disconnect()
 
 

@@ -29,7 +29,8 @@ user_id = :user_id
 -- user with 10,000 tasks for a page of 20. {order} is one entry of SORT_ORDERS in
 -- todo_service.py, picked by key, never client text.
 SELECT COALESCE({task_list}, '[]') AS body,
-       (SELECT count(*) FROM tasks WHERE {task_filters}) AS total
+       (SELECT count(*) FROM tasks WHERE {task_filters}) AS total,
+       COALESCE((SELECT position FROM task_counts WHERE user_id = :user_id), 0) AS position
 FROM (
     SELECT * FROM tasks
     WHERE {task_filters}
@@ -42,8 +43,11 @@ FROM (
 -- away, PostgreSQL plans it once per connection (the query above is planned again on every
 -- call, to drop the filters it was not given), and the total is the user's row of
 -- task_counts, which the database keeps (sql/schema/*/005_task_counts.sql): nothing is counted.
+-- Both lists answer the user's feed position too, read in the same statement as the page:
+-- the list's ETag (sql/schema/*/008_change_feed.sql).
 SELECT COALESCE({task_list}, '[]') AS body,
-       COALESCE((SELECT tasks FROM task_counts WHERE user_id = :user_id), 0) AS total
+       COALESCE((SELECT tasks FROM task_counts WHERE user_id = :user_id), 0) AS total,
+       COALESCE((SELECT position FROM task_counts WHERE user_id = :user_id), 0) AS position
 FROM (
     SELECT * FROM tasks
     WHERE user_id = :user_id
@@ -54,9 +58,10 @@ FROM (
 -- name: insert_task :one
 -- Inserts nothing, and returns no row, when the owner does not exist, or when the owner
 -- already made a task with this Idempotency-Key (a retry: see get_task_by_idempotency_key).
-INSERT INTO tasks (user_id, title, description, completed, priority, due_at, tags, idempotency_key, request_hash,
-                   created_at, updated_at)
-SELECT id, :title, :description, :completed, :priority, :due_at, :tags, :idempotency_key, :request_hash, :now, :now
+INSERT INTO tasks (user_id, title, description, completed, priority, due_at, tags, recurrence, time_zone, reminders,
+                   idempotency_key, request_hash, created_at, updated_at)
+SELECT id, :title, :description, :completed, :priority, :due_at, :tags, :recurrence, :time_zone, :reminders,
+       :idempotency_key, :request_hash, :now, :now
 FROM users
 WHERE id = :user_id
 ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -80,13 +85,14 @@ WHERE id = :task_id AND user_id = :user_id
 -- name: replace_task :one
 UPDATE tasks
 SET title = :title, description = :description, completed = :completed, priority = :priority,
-    due_at = :due_at, tags = :tags, version = version + 1, updated_at = :now
+    due_at = :due_at, tags = :tags, recurrence = :recurrence, time_zone = :time_zone, reminders = :reminders,
+    version = version + 1, updated_at = :now
 WHERE id = :task_id AND user_id = :user_id
   AND (CAST(:if_match AS text) IS NULL OR replace(:if_match, ',' || id || '-' || version || ',', '') <> :if_match)
-RETURNING id, version, {task_json} AS body
+RETURNING id, version, {makes_next} AS makes_next, {task_json} AS body
 
 -- name: update_task :one
--- A null field means unchanged; description and due_at may be set to null, so they have flags.
+-- A null field means unchanged; description, due_at and recurrence may be set to null, so they have flags.
 UPDATE tasks
 SET title = COALESCE(:title, title),
     description = CASE WHEN :set_description THEN :description ELSE description END,
@@ -94,21 +100,52 @@ SET title = COALESCE(:title, title),
     priority = COALESCE(:priority, priority),
     due_at = CASE WHEN :set_due_at THEN :due_at ELSE due_at END,
     tags = COALESCE(:tags, tags),
+    recurrence = CASE WHEN :set_recurrence THEN :recurrence ELSE recurrence END,
+    time_zone = COALESCE(:time_zone, time_zone),
+    reminders = COALESCE(:reminders, reminders),
     version = version + 1,
     updated_at = :now
 WHERE id = :task_id AND user_id = :user_id
   AND (CAST(:if_match AS text) IS NULL OR replace(:if_match, ',' || id || '-' || version || ',', '') <> :if_match)
-RETURNING id, version, {task_json} AS body
+RETURNING id, version, {makes_next} AS makes_next, {task_json} AS body
 
 -- name: set_task_completed :one
 UPDATE tasks
 SET completed = :completed, version = version + 1, updated_at = :now
 WHERE id = :task_id AND user_id = :user_id
   AND (CAST(:if_match AS text) IS NULL OR replace(:if_match, ',' || id || '-' || version || ',', '') <> :if_match)
-RETURNING id, version, {task_json} AS body
+RETURNING id, version, {makes_next} AS makes_next, {task_json} AS body
 
 -- name: delete_task :one
 DELETE FROM tasks
 WHERE id = :task_id AND user_id = :user_id
   AND (CAST(:if_match AS text) IS NULL OR replace(:if_match, ',' || id || '-' || version || ',', '') <> :if_match)
 RETURNING id
+
+-- fragment: makes_next
+-- A completed recurring task that has not yet made its next occurrence: it makes it now, in
+-- this write's transaction (the row stays locked until then, so racing completions make one).
+(completed AND recurrence IS NOT NULL AND next_id IS NULL)
+
+-- name: get_recurrence :one
+-- What the next occurrence of a task is computed from.
+SELECT recurrence, time_zone, due_at, COALESCE(series_start, due_at) AS series_start, occurrence
+FROM tasks
+WHERE id = :task_id AND user_id = :user_id
+
+-- name: insert_next_occurrence :one
+-- The next occurrence: the same task, not completed, due at :due_at, with the reminders that
+-- are relative to its due date (an `at` reminder belongs to its one occurrence).
+INSERT INTO tasks (user_id, title, description, completed, priority, due_at, tags, recurrence, time_zone, reminders,
+                   series_id, series_start, occurrence, created_at, updated_at)
+SELECT user_id, title, description, false, priority, :due_at, tags, recurrence, time_zone, {relative_reminders},
+       COALESCE(series_id, id), COALESCE(series_start, due_at), occurrence + 1, :now, :now
+FROM tasks
+WHERE id = :task_id AND user_id = :user_id
+RETURNING id
+
+-- name: set_next_id :one
+-- The completed task names the occurrence it made, and its series when it was the first.
+UPDATE tasks SET next_id = :next_id, series_id = COALESCE(series_id, id)
+WHERE id = :task_id AND user_id = :user_id
+RETURNING id, version, {task_json} AS body

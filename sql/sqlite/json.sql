@@ -6,9 +6,23 @@ json_object(
     'id', id, 'user_id', user_id, 'title', title, 'description', description,
     'completed', json(CASE WHEN completed THEN 'true' ELSE 'false' END),
     'priority', CASE priority WHEN 0 THEN 'low' WHEN 1 THEN 'medium' ELSE 'high' END,
-    'due_at', due_at, 'tags', json(tags), 'created_at', created_at, 'updated_at', updated_at
+    'due_at', due_at, 'tags', json(tags),
+    'recurrence', json(recurrence), 'time_zone', time_zone, 'reminders', json(reminders), 'series_id', series_id, 'next_id', next_id,
+    'created_at', created_at, 'updated_at', updated_at
 )
 
 -- fragment: task_list
 -- In the page's order: SQLite aggregates the rows of an ordered subquery in that order.
 json_group_array({task_json})
+
+-- fragment: tombstone_json
+json_object('id', task_id, 'deleted', json('true'), 'deleted_at', deleted_at)
+
+-- fragment: relative_reminders
+-- A task's reminders that are minutes before its due date, in their order.
+(SELECT json_group_array(json(reminder.value)) FROM json_each(reminders) AS reminder
+ WHERE json_type(reminder.value, '$.minutes_before') IS NOT NULL)
+
+-- fragment: skip_locked
+-- One process writes a SQLite file: there is no other claimant to skip.
+
