@@ -32,7 +32,10 @@ from conftest import database_for, free_port, npm_installed, running_service, se
 BETTER_AUTH_DIR = Path(__file__).resolve().parent / "better_auth"
 JWKS_REFETCH_SECONDS = 30  # the contract: an unknown kid refetches the JWKS at most once per 30 s
 PROBLEM = "application/problem+json"
-TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "priority", "due_at", "tags", "created_at", "updated_at"}
+TASK_FIELDS = {
+    "id", "user_id", "title", "description", "completed", "priority", "due_at", "tags",
+    "recurrence", "time_zone", "reminders", "series_id", "next_id", "created_at", "updated_at",
+}
 SIGN_IN_METHODS = ["email", "anonymous", "magic-link"]
 BETTER_AUTH_PASSWORD = "better-auth-password-1"
 BACKEND_PASSWORD = "backend-password-1"

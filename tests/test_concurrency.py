@@ -10,7 +10,10 @@ from collections import Counter
 
 import httpx
 
-TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "priority", "due_at", "tags", "created_at", "updated_at"}
+TASK_FIELDS = {
+    "id", "user_id", "title", "description", "completed", "priority", "due_at", "tags",
+    "recurrence", "time_zone", "reminders", "series_id", "next_id", "created_at", "updated_at",
+}
 
 
 def send_together(service, requests: list[tuple[str, str, dict]]) -> list[httpx.Response]:

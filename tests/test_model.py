@@ -20,7 +20,10 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multi
 
 from conftest import User, own_token, sign_up
 
-TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "priority", "due_at", "tags", "created_at", "updated_at"}
+TASK_FIELDS = {
+    "id", "user_id", "title", "description", "completed", "priority", "due_at", "tags",
+    "recurrence", "time_zone", "reminders", "series_id", "next_id", "created_at", "updated_at",
+}
 DEFAULTS = {"description": None, "completed": False, "priority": "medium", "due_at": None, "tags": []}
 RANKS = {"low": 0, "medium": 1, "high": 2}
 MAX_SIGNUPS = 2  # per run: each costs a 12-round bcrypt hash on the service

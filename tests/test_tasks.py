@@ -12,7 +12,10 @@ PROBLEM = "application/problem+json"
 MIB = 1024 * 1024
 MAX_ID = 2**63 - 1
 JSON = {"Content-Type": "application/json"}
-TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "priority", "due_at", "tags", "created_at", "updated_at"}
+TASK_FIELDS = {
+    "id", "user_id", "title", "description", "completed", "priority", "due_at", "tags",
+    "recurrence", "time_zone", "reminders", "series_id", "next_id", "created_at", "updated_at",
+}
 
 # Every task route: (method, whether the path names a task, what follows the task id, a good body).
 ROUTES = {

@@ -22,7 +22,10 @@ from test_tasks import error_fields, problem
 PROBLEM = "application/problem+json"
 FRONTEND = "http://localhost:3000"
 JSON = {"Content-Type": "application/json"}
-TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "priority", "due_at", "tags", "created_at", "updated_at"}
+TASK_FIELDS = {
+    "id", "user_id", "title", "description", "completed", "priority", "due_at", "tags",
+    "recurrence", "time_zone", "reminders", "series_id", "next_id", "created_at", "updated_at",
+}
 UTC_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
 STRONG_ETAG = re.compile(r'"[\x21\x23-\x7e\x80-\xff]*"')
 NEXT_LINK = re.compile(r'<([^>]*)>;\s*rel="next"')

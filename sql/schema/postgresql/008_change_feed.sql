@@ -28,24 +28,22 @@ CREATE TABLE task_tombstones (
 );
 CREATE INDEX task_tombstones_deleted_idx ON task_tombstones (deleted_at);
 
--- The counts' trigger of 005 becomes the feed's: one update of the user's row per write
--- counts the task and takes the position. The user id, never task data, is announced to every
--- replica's listener at commit (NOTIFY), so their open streams read the feed.
-DROP TRIGGER tasks_counted ON tasks;
-DROP FUNCTION count_user_tasks();
-
+-- The user id, never task data, is announced to every replica's listener at commit (NOTIFY),
+-- so their open streams read the feed. An insert takes its position before the row is
+-- written, as BEFORE triggers do, also for an insert ON CONFLICT DO NOTHING skips (a gap, which
+-- no reader minds); 005's trigger still counts only the rows inserted.
 CREATE FUNCTION record_task_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO task_counts AS counts (user_id, tasks, position) VALUES (NEW.user_id, 1, 1)
-        ON CONFLICT (user_id) DO UPDATE SET tasks = counts.tasks + 1, position = counts.position + 1
+        INSERT INTO task_counts AS counts (user_id, tasks, position) VALUES (NEW.user_id, 0, 1)
+        ON CONFLICT (user_id) DO UPDATE SET position = counts.position + 1
         RETURNING position INTO NEW.change_seq;
     ELSIF TG_OP = 'UPDATE' THEN
         UPDATE task_counts SET position = position + 1 WHERE user_id = NEW.user_id
         RETURNING position INTO NEW.change_seq;
     ELSE
         WITH counted AS (
-            UPDATE task_counts SET tasks = tasks - 1, position = position + 1 WHERE user_id = OLD.user_id
+            UPDATE task_counts SET position = position + 1 WHERE user_id = OLD.user_id
             RETURNING position
         )
         INSERT INTO task_tombstones (user_id, change_seq, task_id, deleted_at)
