@@ -2551,7 +2551,9 @@ def openapi_document(routes: list[Route]) -> dict:
         if parameters:
             operation["parameters"] = parameters
         if body_schema is not None:
-            schemas[body_schema.__name__] = body_schema.model_json_schema()
+            body = body_schema.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(body.pop("$defs", {}))  # the models it is made of (Recurrence, a reminder)
+            schemas[body_schema.__name__] = body
             content = {"application/json": {"schema": schema_ref(body_schema.__name__)}}
             operation["requestBody"] = {"required": True, "content": content}
         success_response = {"description": HTTPStatus(status).phrase}

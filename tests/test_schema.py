@@ -168,3 +168,23 @@ def test_better_auth_user_1_gets_its_own_account_beside_the_old_user_1(upgraded,
     assert upgraded.client.get("/api/1/tasks", headers={"Authorization": f"Bearer {token}"}).status_code == 403
     old_one = upgraded.client.get("/api/1/tasks", headers={"Authorization": f"Bearer {own_token(1)}"})
     assert len(old_one.json()) == 2
+
+
+def test_the_old_tasks_are_in_the_change_feed_once_each_page_by_page(upgraded):
+    headers = {"Authorization": f"Bearer {own_token(1)}"}
+    seen, params = [], {"limit": 1}
+    for _ in range(10):
+        page = upgraded.client.get("/api/1/changes", params=params, headers=headers)
+        assert page.status_code == 200, page.text
+        seen += [task["title"] for task in page.json()["changes"]]
+        params = {"limit": 1, "since": page.json()["cursor"]}
+        if not page.json()["has_more"]:
+            break
+    assert sorted(seen) == sorted(title for user_id, title, *_ in OLD_TASKS if user_id == 1)
+
+
+def test_the_old_tasks_answer_the_fields_of_version_3_with_their_defaults(upgraded):
+    listed = upgraded.client.get("/api/2/tasks", headers={"Authorization": f"Bearer {own_token(2)}"}).json()
+    assert [(task["recurrence"], task["time_zone"], task["reminders"], task["series_id"], task["next_id"]) for task in listed] == [
+        (None, "UTC", [], None, None)
+    ]

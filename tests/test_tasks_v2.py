@@ -1158,7 +1158,9 @@ def walk(document, schema, seen=()):
             yield from walk(document, value, seen)
 
 
-A_TASK = {"id": 1, "user_id": 1, "title": "t", "description": None, "completed": False, "priority": "high", "due_at": "2026-12-24T17:00:00.000000Z", "tags": ["work"], "created_at": "2026-12-01T00:00:00.000000Z", "updated_at": "2026-12-01T00:00:00.000000Z"}
+A_TASK = {"id": 1, "user_id": 1, "title": "t", "description": None, "completed": False, "priority": "high", "due_at": "2026-12-24T17:00:00.000000Z", "tags": ["work"],
+          "recurrence": None, "time_zone": "UTC", "reminders": [], "series_id": None, "next_id": None,
+          "created_at": "2026-12-01T00:00:00.000000Z", "updated_at": "2026-12-01T00:00:00.000000Z"}
 
 
 @pytest.mark.parametrize(
@@ -1171,9 +1173,13 @@ A_TASK = {"id": 1, "user_id": 1, "title": "t", "description": None, "completed":
         pytest.param({key: value for key, value in A_TASK.items() if key != "tags"}, False, id="no-tags"),
         pytest.param({key: value for key, value in A_TASK.items() if key != "priority"}, False, id="no-priority"),
         pytest.param({key: value for key, value in A_TASK.items() if key != "due_at"}, False, id="no-due_at"),
+        pytest.param({**A_TASK, "recurrence": {"rule": "FREQ=DAILY", "from": "due"}, "reminders": [{"minutes_before": 5}, {"at": "2026-12-24T16:00:00.000000Z"}],
+                      "series_id": 1, "next_id": 2}, True, id="recurring-with-reminders"),
+        pytest.param({**A_TASK, "reminders": [{"soon": True}]}, False, id="unknown-reminder"),
+        pytest.param({key: value for key, value in A_TASK.items() if key != "next_id"}, False, id="no-next_id"),
     ],
 )
-def test_the_documented_task_has_the_v2_fields(document, task, valid):
+def test_the_documented_task_has_the_v2_and_v3_fields(document, task, valid):
     assert validator(document, response_schema(document, "GET", "/api/{user_id}/tasks/{task_id}", 200)).is_valid(task) == valid
 
 
@@ -1206,7 +1212,8 @@ def test_no_request_schema_has_a_default_that_a_client_generator_reads_as_requir
     schema = request_schema(document, method, path)
     with_defaults = [sorted(node["properties"]) for node in walk(document, schema) if isinstance(node.get("properties"), dict) and any("default" in field for field in node["properties"].values())]
     assert with_defaults == []
-    assert all(set(node.get("required", [])) <= {"title"} for node in walk(document, schema) if "properties" in node)
+    # Required: a task's title, a recurrence's rule, and the one field of each kind of reminder.
+    assert all(set(node.get("required", [])) <= {"title", "rule", "minutes_before", "at"} for node in walk(document, schema) if "properties" in node)
 
 
 def test_the_list_documents_every_query_parameter_and_its_headers(document):
