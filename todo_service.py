@@ -444,6 +444,12 @@ def lower_text(value):
     return "".join(map(str.lower, value)) if isinstance(value, str) else value
 
 
+def search_fold(text: str) -> str:
+    """q as the list's search compares it, folded as both databases fold titles and descriptions
+    (sql/<database>/search.sql): lower_text(), then every sigma σ and İ's i-and-dot a plain i."""
+    return lower_text(text).replace("ς", "σ").replace("i\u0307", "i")
+
+
 async def run(name: str, **params):
     """Run a named query on this task's connection (inside its transaction, if one is open).
 
@@ -1385,7 +1391,7 @@ def list_query(request: Request) -> tuple[str, dict | None, dict]:
     if not re.fullmatch(r"[0-9]{1,18}", offset):
         raise bad_parameter("offset", "must be a whole number, 0 or more")
     # q is found as written: its %, _ and \ are escaped out of LIKE's wildcards.
-    pattern = None if search is None else "%" + re.sub(r"([\\%_])", r"\\\1", search) + "%"
+    pattern = None if search is None else "%" + re.sub(r"([\\%_])", r"\\\1", search_fold(search)) + "%"
     filters = {
         "completed": true_or_false(query, "completed"),
         "priorities": None if priorities is None else ",".join(["", *(str(PRIORITIES.index(p)) for p in priorities.split(",")), ""]),

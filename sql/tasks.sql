@@ -7,16 +7,16 @@
 -- write are one statement, so of many racing writes with one ETag exactly one finds it.
 
 -- fragment: task_filters
--- The caller's tasks matching every filter given; a null filter is no filter. The search
--- lower-cases both sides with the one lower() of the database, so they always agree. {tags_match}
--- is the database's own test of "carries all of :tags" (sql/<database>/tags.sql).
+-- The caller's tasks matching every filter given; a null filter is no filter. {tags_match}
+-- is the database's own test of "carries all of :tags" (sql/<database>/tags.sql), and
+-- {search_match} its own test of "holds :pattern in the title or the description", both
+-- sides folded to lower case the same way in both databases, whatever PostgreSQL's locale
+-- (sql/<database>/search.sql).
 user_id = :user_id
   AND (CAST(:completed AS boolean) IS NULL OR completed = :completed)
   AND (CAST(:priorities AS text) IS NULL OR replace(:priorities, ',' || priority || ',', '') <> :priorities)
   AND (CAST(:tags AS text) IS NULL OR {tags_match})
-  AND (CAST(:pattern AS text) IS NULL
-       OR lower(title) LIKE lower(:pattern) ESCAPE '\'
-       OR lower(description) LIKE lower(:pattern) ESCAPE '\')
+  AND (CAST(:pattern AS text) IS NULL OR {search_match})
   AND (CAST(:due_after AS timestamptz) IS NULL OR due_at >= :due_after)
   AND (CAST(:due_before AS timestamptz) IS NULL OR due_at < :due_before)
   AND (CAST(:overdue AS boolean) IS NULL

@@ -197,10 +197,12 @@ async def _admin(statement: str) -> None:
 
 
 @contextmanager
-def fresh_postgres_database():
-    """A new, empty database on TEST_DATABASE_URL's server, dropped afterwards."""
+def fresh_postgres_database(locale: str | None = None):
+    """A new, empty database on TEST_DATABASE_URL's server, dropped afterwards; with a locale
+    ("C", "C.UTF-8"), its collation and ctype are that one instead of the server's default."""
     name = f"todo_test_{os.getpid()}_{secrets.token_hex(4)}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    options = "" if locale is None else f" TEMPLATE template0 LC_COLLATE '{locale}' LC_CTYPE '{locale}'"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"{options}'))
     try:
         yield with_database(TEST_DATABASE_URL, name)
     finally:

@@ -20,7 +20,7 @@ OLD_USERS = [("old.one@example.com", "2025-01-02T03:04:05.000006Z"), ("old.two@e
 OLD_TASKS = [
     (1, "first of one", "with a description", True, "2025-02-01T00:00:00.000001Z", "2025-02-02T00:00:00.000002Z"),
     (1, "second of one", None, False, "2025-03-01T00:00:00.000003Z", "2025-03-01T00:00:00.000003Z"),
-    (2, "only of two", "d", False, "2025-07-01T00:00:00.000004Z", "2025-07-01T00:00:00.000004Z"),
+    (2, "only of two", "Été à İSTANBUL", False, "2025-07-01T00:00:00.000004Z", "2025-07-01T00:00:00.000004Z"),
 ]
 
 
@@ -147,6 +147,13 @@ def test_the_old_tasks_are_counted_and_new_ones_add_to_the_count(upgraded):
     assert upgraded.client.delete(f"/api/1/tasks/{created.json()['id']}", headers=headers).status_code == 204
     assert upgraded.client.get("/api/1/tasks", headers=headers).headers["x-total-count"] == "2"
     assert upgraded.client.get("/api/2/tasks", headers={"Authorization": f"Bearer {own_token(2)}"}).headers["x-total-count"] == "1"
+
+
+@pytest.mark.parametrize("q", ["ÉTÉ", "istanbul", "Only"])
+def test_the_search_finds_old_tasks_beyond_ascii(upgraded, q):
+    listed = upgraded.client.get("/api/2/tasks", params={"q": q}, headers={"Authorization": f"Bearer {own_token(2)}"})
+    assert listed.status_code == 200, listed.text
+    assert [task["title"] for task in listed.json()] == ["only of two"]
 
 
 def test_an_old_email_is_still_taken_for_a_new_signup(upgraded):

@@ -10,6 +10,7 @@ import re
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlsplit
 
@@ -17,6 +18,8 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
+import conftest
+from conftest import fresh_postgres_database, link, running_service, service_environment
 from test_tasks import error_fields, problem
 
 PROBLEM = "application/problem+json"
@@ -492,6 +495,58 @@ def test_q_finds_the_start_of_a_longer_word(client, alice, create_task, title, q
     """A letter at the end of q may be inside a word of the title: q's case must fold as the title's does."""
     create_task(title=title)
     assert titles(client, alice, [("q", q)]) == [title]
+
+
+# The same searches beyond ASCII on SQLite and on PostgreSQL databases of either collation and
+# ctype (under C, PostgreSQL's lower() folds A to Z only): every database answers alike.
+BEYOND_ASCII_TASKS = [
+    ("Crème Brûlée", None),
+    ("ÉTÉ", "Straße nach Süden"),
+    ("ΟΔΟΣ", None),
+    ("ΟΔΟΣΗΜΑΝΣΗ", None),
+    ("ΑΣΑ", None),
+    ("İstanbul'da", None),
+    ("Straßenbahn", None),
+]
+BEYOND_ASCII_SEARCHES = [
+    pytest.param("CRÈME", ["Crème Brûlée"], id="accents-upper-case"),
+    pytest.param("crème brûlée", ["Crème Brûlée"], id="accents-lower-case"),
+    pytest.param("été", ["ÉTÉ"], id="accented-capitals"),
+    pytest.param("SÜDEN", ["ÉTÉ"], id="umlaut-in-the-description"),
+    pytest.param("STRAß", ["ÉTÉ", "Straßenbahn"], id="sharp-s"),
+    pytest.param("ΟΔΟΣ", ["ΟΔΟΣ", "ΟΔΟΣΗΜΑΝΣΗ"], id="greek-sigma-last-in-q"),
+    pytest.param("οδος", ["ΟΔΟΣ", "ΟΔΟΣΗΜΑΝΣΗ"], id="greek-final-sigma-typed"),
+    pytest.param("ΑΣ", ["ΑΣΑ"], id="greek-sigma-second-letter"),
+    pytest.param("İSTANBUL", ["İstanbul'da"], id="dotted-capital-i"),
+    pytest.param("istanbul", ["İstanbul'da"], id="dotted-capital-i-found-by-a-plain-i"),
+]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql-C", "postgresql-C.UTF-8"])
+def beyond_ascii(request, issuer, tmp_path_factory):
+    """A service of its own on a new database of this kind and locale, one user's
+    BEYOND_ASCII_TASKS in it: (client, user)."""
+    database, _, locale = request.param.partition("-")
+    if database == "postgresql" and not conftest.TEST_DATABASE_URL:
+        pytest.skip(f"no PostgreSQL to test against: TEST_DATABASE_URL is unset and the server is {conftest.NO_POSTGRESQL} (Debian: postgresql)")
+    directory = tmp_path_factory.mktemp(f"search-{request.param}")
+    with ExitStack() as stack:
+        database_url = f"sqlite:///{directory / 'todo.db'}" if database == "sqlite" else stack.enter_context(fresh_postgres_database(locale))
+        service = stack.enter_context(running_service(service_environment(database_url, issuer), directory / "service.log"))
+        if locale:
+            assert [tuple(row) for row in service.sql("SELECT datcollate, datctype FROM pg_database WHERE datname = current_database()")] == [(locale, locale)]
+        user = link(service, issuer, f"searcher-{request.param}")
+        client = stack.enter_context(httpx.Client(base_url=service.url, timeout=30))
+        for title, description in BEYOND_ASCII_TASKS:
+            response = client.post(user.tasks_url(), json={"title": title, "description": description}, headers=user.headers)
+            assert response.status_code == 201, response.text
+        yield client, user
+
+
+@pytest.mark.parametrize(("q", "expected"), BEYOND_ASCII_SEARCHES)
+def test_q_is_case_insensitive_beyond_ascii_alike_on_every_database_and_locale(beyond_ascii, q, expected):
+    client, user = beyond_ascii
+    assert sorted(titles(client, user, [("q", q)])) == sorted(expected)
 
 
 @pytest.mark.parametrize("name", ["q", "tag"])

@@ -1,0 +1,5 @@
+-- Nothing to change in SQLite, whose lower() is the service's own, Python's, on every
+-- connection: its search folds each row as it reads it (sql/sqlite/search.sql), as it did
+-- before, and its ALTER TABLE cannot add a stored generated column anyway. This file keeps
+-- the two databases' schema versions in step with sql/schema/postgresql/007_search_fold.sql,
+-- where PostgreSQL gets the same fold, stored beside each title and description.
