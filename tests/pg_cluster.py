@@ -148,7 +148,7 @@ class Cluster:
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.directory}'",
-            "max_connections": "40",
+            "max_connections": "200",  # the suite runs several services at once, each with its pool and listener
             "shared_buffers": "16MB",
             "fsync": "off",  # a throwaway cluster: durability across a crash of the machine is moot
             "log_connections": "on",
