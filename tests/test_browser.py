@@ -255,7 +255,7 @@ def test_the_page_reads_x_total_count_and_link_of_a_list(user):
     assert [task["title"] for task in listed["body"]] == ["first", "second"]
     assert listed["headers"]["x-total-count"] == "3"
     assert listed["headers"]["link"].endswith('>; rel="next"') and "offset=2" in listed["headers"]["link"]
-    assert listed["readable"] == ["content-length", "content-type", "link", "x-request-id", "x-total-count"]
+    assert listed["readable"] == ["content-length", "content-type", "etag", "link", "x-request-id", "x-total-count"]
 
 
 def test_the_page_updates_a_task_if_it_is_still_the_version_it_read(user):
