@@ -2557,9 +2557,11 @@ def openapi_document(routes: list[Route]) -> dict:
         if parameters:
             operation["parameters"] = parameters
         if body_schema is not None:
-            body = body_schema.model_json_schema(ref_template="#/components/schemas/{model}")
-            schemas.update(body.pop("$defs", {}))  # the models it is made of (Recurrence, a reminder)
-            schemas[body_schema.__name__] = body
+            # Nested models (Recurrence, the reminders) as components of their own: Pydantic's
+            # `#/$defs/...` refs resolve nowhere in an OpenAPI document.
+            schema = body_schema.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[body_schema.__name__] = schema
             content = {"application/json": {"schema": schema_ref(body_schema.__name__)}}
             operation["requestBody"] = {"required": True, "content": content}
         success_response = {"description": HTTPStatus(status).phrase}

@@ -8,8 +8,11 @@ backend runs on another origin, configured as in production: CORS_ORIGINS names 
 origin; JWKS_URL, JWT_ISSUER and JWT_AUDIENCE name Better Auth. The page signs up with Better
 Auth, gets its token with `authClient.token()` and calls the backend with it, so the browser
 sends the preflights and decides what the page may read. A page on an origin CORS_ORIGINS does
-not list is refused by the browser itself. On a failure, each open page's screenshot goes into
-the test's tmp_path. It runs on SQLite and on PostgreSQL.
+not list is refused by the browser itself. Live events: two pages of one user (two browser
+contexts, each signed in) open a native EventSource with a ticket, as the README shows, and a
+change made through one page reaches the other; on PostgreSQL each page talks to a replica
+of its own on the one database, and one replica restarts. On a failure, each open page's
+screenshot goes into the test's tmp_path. It runs on SQLite and on PostgreSQL.
 
 Without Chromium, or Node for the npm packages, the module skips saying which package brings
 it; under CI that is an error (.ci/run installs them).
@@ -22,7 +25,7 @@ import shutil
 import subprocess
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -121,12 +124,35 @@ def stack(backend, page_folder, tmp_path_factory):
         with running_better_auth(node, auth_url, directory / "better-auth.log", TEST_PAGE_DIR=str(page_folder)):
             with running_service(env, directory / "service.log") as service, serving_elsewhere() as elsewhere_url:
                 assert service.url != auth_url and elsewhere_url not in (auth_url, service.url)
-                yield SimpleNamespace(
-                    auth_url=auth_url,
-                    service=service,
-                    page_url=f"{auth_url}/test/page/index.html?api={service.url}",
-                    elsewhere_url=elsewhere_url,
-                )
+                # PostgreSQL: a second replica on the same database. A SQLite file has one process.
+                replica = Replica({**env, "PORT": str(free_port())}, directory) if backend == "postgresql" else None
+                try:
+                    yield SimpleNamespace(
+                        auth_url=auth_url,
+                        service=service,
+                        replica=replica,
+                        page_url=f"{auth_url}/test/page/index.html?api={service.url}",
+                        elsewhere_url=elsewhere_url,
+                    )
+                finally:
+                    if replica is not None:
+                        replica.stop()
+
+
+class Replica:
+    """Another process of the service, on the same database and port each time it starts."""
+
+    def __init__(self, env: dict, directory: Path):
+        self.env, self.directory, self.starts, self.running = env, directory, 0, ExitStack()
+        self.start()
+
+    def start(self):
+        self.starts += 1
+        log_path = self.directory / f"replica-{self.starts}.log"
+        self.service = self.running.enter_context(running_service(self.env, log_path))
+
+    def stop(self):
+        self.running.close()  # SIGTERM, and its exit awaited
 
 
 def opened(browser, url: str):
@@ -143,12 +169,13 @@ def opened(browser, url: str):
 class PageUser:
     """The page, signed up and in with Better Auth; its calls run in the page."""
 
-    def __init__(self, page, email: str):
+    def __init__(self, page, email: str, sign_up: bool = True):
         self.page, self.email = page, email
-        signed_up = page.evaluate("([email, password]) => app.signUp('Ada', email, password)", [email, PASSWORD])
-        assert signed_up["error"] is None, signed_up
+        if sign_up:
+            signed_up = page.evaluate("([email, password]) => app.signUp('Ada', email, password)", [email, PASSWORD])
+            assert signed_up["error"] is None, signed_up
         signed_in = page.evaluate("([email, password]) => app.signIn(email, password)", [email, PASSWORD])
-        assert (signed_in["error"], signed_in["id"]) == (None, signed_up["id"]), signed_in
+        assert signed_in["error"] is None and (not sign_up or signed_in["id"] == signed_up["id"]), signed_in
         self.better_auth_id = signed_in["id"]
 
     def token(self) -> str:
@@ -255,7 +282,7 @@ def test_the_page_reads_x_total_count_and_link_of_a_list(user):
     assert [task["title"] for task in listed["body"]] == ["first", "second"]
     assert listed["headers"]["x-total-count"] == "3"
     assert listed["headers"]["link"].endswith('>; rel="next"') and "offset=2" in listed["headers"]["link"]
-    assert listed["readable"] == ["content-length", "content-type", "link", "x-request-id", "x-total-count"]
+    assert listed["readable"] == ["content-length", "content-type", "etag", "link", "x-request-id", "x-total-count"]
 
 
 def test_the_page_updates_a_task_if_it_is_still_the_version_it_read(user):
@@ -325,3 +352,84 @@ def test_a_page_elsewhere_cannot_send_a_token(stack, user, elsewhere):
     assert result == {"error": "TypeError", "message": "Failed to fetch"}
     assert requests_logged(stack.service, before) == [("OPTIONS", None, 400)]
     assert any("has been blocked by CORS policy" in line for line in elsewhere.console_lines), elsewhere.console_lines
+
+
+# ---------------------------------------------------------------------------------------
+# Live events (v3): two pages of one user, each with a native EventSource across origins.
+# On PostgreSQL each page talks to a replica of its own, both on one database.
+# ---------------------------------------------------------------------------------------
+
+LIVE_SECONDS = 1.0  # the contract: a change reaches the streams of every replica within 1 s
+WAIT_MS = 10_000  # every wait below is bounded by this
+
+
+def events_of(page) -> list:
+    return page.evaluate("() => app.events")
+
+
+def wait_for_event(page, kind: str, count: int = 1, where: str = "true") -> list:
+    """Bounded: the page's events of this kind that match `where` (a JS expression of e), once there are `count`."""
+    matching = f"(kind) => app.events.filter((e) => e.type === kind && ({where}))"
+    page.wait_for_function(f"([kind, count]) => ({matching})(kind).length >= count", arg=[kind, count], timeout=WAIT_MS)
+    return page.evaluate(matching, kind)
+
+
+@pytest.fixture(scope="module")
+def two_pages(browser, stack, user):
+    """The user's page (on stack.service) listening, and a second page of the same user in a
+    browser context of its own, signed in with Better Auth, on the replica where there is one."""
+    second_api = (stack.replica.service if stack.replica else stack.service).url
+    page = opened(browser, stack.page_url.replace(f"api={stack.service.url}", f"api={second_api}"))
+    page.wait_for_function("() => window.app !== undefined")
+    second = PageUser(page, user.email, sign_up=False)
+    second.id = user.id
+    assert second.call("GET", "/api/me")["body"]["id"] == user.id
+    for each in (user, second):
+        each.page.evaluate("(id) => app.listen(id)", user.id)
+        wait_for_event(each.page, "ready")
+    yield user, second
+    open_pages.remove(page)
+    page.context.close()
+
+
+def test_two_pages_of_one_user_stay_in_step_through_two_replicas(stack, two_pages):
+    one, two = two_pages
+    created = create(one, title="Feed the cat")["body"]
+    for page in (one.page, two.page):  # the creation reached both streams
+        wait_for_event(page, "change", where=f"e.data.id === {created['id']}")
+    started = time.time()
+    done = one.call("PATCH", one.tasks_url(created["id"]) + "/complete", body={"completed": True})
+    assert done["status"] == 200, done
+    [arrived] = wait_for_event(two.page, "change", where=f"e.data.id === {created['id']} && e.data.completed")
+    assert arrived["data"] == done["body"]  # the task as GET answers it
+    latency = arrived["at"] / 1000 - started  # the browser's clock and ours are the machine's
+    print(f"page two saw the completion {latency:.3f} s after page one asked for its token to send it")
+    assert latency < LIVE_SECONDS, latency
+    [seen_by_one] = wait_for_event(one.page, "change", where=f"e.data.id === {created['id']} && e.data.completed")
+    assert seen_by_one["id"] == arrived["id"]  # one cursor, whichever replica answers it
+    # Each change once, on each page; no stream ever errored into a reconnect.
+    for page in (one.page, two.page):
+        events = events_of(page)
+        ids = [event["id"] for event in events if event["type"] == "change"]
+        assert len(ids) == len(set(ids)), events
+        assert [event["type"] for event in events].count("ready") == 1, events
+
+
+def test_a_page_whose_replica_restarts_reconnects_with_a_fresh_ticket_and_misses_nothing(stack, two_pages):
+    if stack.replica is None:
+        pytest.skip("a SQLite file has one process: there is no other replica to write through while this one restarts")
+    one, two = two_pages
+    stack.replica.stop()  # SIGTERM ends its streams: page two's EventSource errors, and retries each second
+    missed = create(one, title="Written while the replica was down")["body"]  # through the other replica
+    stack.replica.start()
+    # A fresh ticket (the first is used up), ?since= the last event id: the missed change, once.
+    wait_for_event(two.page, "ready", count=2)
+    [arrived] = wait_for_event(two.page, "change", where=f"e.data.id === {missed['id']}")
+    assert arrived["data"] == missed
+    events = events_of(two.page)
+    ids = [event["id"] for event in events if event["type"] == "change"]
+    assert len(ids) == len(set(ids)), events
+    # And live again through the restarted replica.
+    done = one.call("PATCH", one.tasks_url(missed["id"]) + "/complete", body={"completed": True})
+    assert done["status"] == 200, done
+    wait_for_event(two.page, "change", where=f"e.data.id === {missed['id']} && e.data.completed")

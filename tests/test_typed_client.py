@@ -4,7 +4,10 @@ A running service's /openapi.json goes through `openapi-typescript` with its def
 into a temporary folder, beside copies of tests/typescript/flow.ts (the README's flow with
 `openapi-fetch`) and misuse.ts (calls the types must refuse). `tsc --strict --noEmit` compiles
 both; then tsx runs flow.ts against the service, on SQLite and on PostgreSQL, and the tests
-read what it printed: one JSON line per step.
+read what it printed: one JSON line per step. Version 3's part of the flow reads the task's
+new fields, runs the change feed's loop (without since, then each cursor while has_more)
+around writes and compares its end state with GET /tasks, and opens the event stream with a
+ticket.
 
 The npm packages are pinned in tests/typescript/package-lock.json. Where Node is present and
 they are not installed, the tests run `npm ci` for them once; under CI a missing install is
@@ -34,7 +37,10 @@ PROBLEM = "application/problem+json"
 STEPS = [
     "signup", "login", "me", "create-title-only", "create-every-field", "list-filtered", "list-first-page",
     "get", "patch-if-match", "patch-stale-if-match", "complete", "delete", "invalid",
+    "changes-snapshot", "create-recurring", "complete-recurring", "writes", "changes-since", "changes-end-state",
+    "ticket", "ticket-stream",
 ]
+CURSOR = re.compile(r"[A-Za-z0-9._~-]{1,200}")
 STRONG_ETAG = re.compile(r'"[^"]*"')  # no W/ in front
 
 def run(command: list, **options) -> subprocess.CompletedProcess:
@@ -172,3 +178,71 @@ def test_a_refused_body_names_its_field_in_errors_0(flow):
     invalid = flow["invalid"]
     assert {**invalid, "message": None} == {"status": 400, "content_type": PROBLEM, "field": "due_at", "message": None}
     assert isinstance(invalid["message"], str) and invalid["message"]
+
+
+# ---------------------------------------------------------------------------------------
+# Version 3: the task's new fields, the change feed's loop, a ticket for the event stream.
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_recurring_task_answers_its_v3_fields(flow):
+    created = flow["create-recurring"]
+    assert (created["status"], parse_time(created["due_at"])) == (201, parse_time("2030-01-07T08:00:00Z"))
+    assert {name: created[name] for name in ("recurrence", "time_zone", "series_id", "next_id")} == {
+        "recurrence": {"rule": "FREQ=DAILY;COUNT=3", "from": "due"}, "time_zone": "Europe/Berlin",
+        "series_id": created["id"], "next_id": None,
+    }
+    assert [parse_time(r["at"]) if "at" in r else r for r in created["reminders"]] == [
+        {"minutes_before": 30}, parse_time("2030-01-07T07:00:00Z"),
+    ]
+
+
+def test_completing_it_makes_the_next_occurrence_in_its_series(flow):
+    done, first = flow["complete-recurring"], flow["create-recurring"]
+    nxt = done["next"]
+    assert (done["status"], done["completed"], done["next_id"], done["series_id"]) == (200, True, nxt["id"], first["id"])
+    assert nxt == {
+        "id": nxt["id"], "completed": False, "due_at": nxt["due_at"], "recurrence": first["recurrence"],
+        "time_zone": "Europe/Berlin", "reminders": [{"minutes_before": 30}], "series_id": first["id"], "next_id": None,
+    }
+    assert parse_time(nxt["due_at"]) == parse_time("2030-01-08T08:00:00Z")  # 09:00 in Berlin, a day later
+
+
+def test_the_feed_without_since_is_every_task_that_exists_and_no_tombstone(flow):
+    snapshot = flow["changes-snapshot"]
+    assert snapshot["seen"] == [flow["create-every-field"]["task"]["id"]]  # the milk was deleted before
+    assert snapshot["tombstones"] == []
+    assert snapshot["pages"] == [{"status": 200, "count": 1, "has_more": False}]
+    assert CURSOR.fullmatch(snapshot["cursor"])
+
+
+def test_the_feed_since_the_cursor_pages_through_every_change_with_tombstones(flow):
+    since, writes = flow["changes-since"], flow["writes"]
+    assert writes["statuses"] == [201, 204, 204]
+    first, nxt = flow["create-recurring"]["id"], flow["complete-recurring"]["next"]["id"]
+    assert since["pages"] == [{"status": 200, "count": 2, "has_more": True}, {"status": 200, "count": 2, "has_more": False}]
+    # Each task once, in its latest state: the scratch task's creation is gone with it, and the
+    # gift's deletion comes last. (The completion and the occurrence it made are one transaction.)
+    assert sorted(since["seen"]) == [first, nxt]
+    assert since["tombstones"] == [writes["scratch"], flow["create-every-field"]["task"]["id"]]
+    assert CURSOR.fullmatch(since["cursor"]) and since["cursor"] != flow["changes-snapshot"]["cursor"]
+
+
+def test_the_feed_ends_with_exactly_the_tasks_the_list_has(flow):
+    end = flow["changes-end-state"]
+    assert end["synced"] == end["listed"]
+    assert [task["id"] for task in end["listed"]] == [flow["create-recurring"]["id"], flow["complete-recurring"]["next"]["id"]]
+
+
+def test_a_ticket_is_short_lived_and_not_cached(flow):
+    ticket = flow["ticket"]
+    assert {**ticket, "expires_in": None} == {"status": 201, "expires_in": None, "ticket_chars": True, "cache_control": "no-store"}
+    assert 0 < ticket["expires_in"] <= 60
+
+
+def test_the_ticket_opens_one_stream_that_starts_ready_at_the_current_cursor(flow):
+    stream = flow["ticket-stream"]
+    assert {**stream, "content_type": stream["content_type"].split(";")[0]} == {
+        "status": 200, "content_type": "text/event-stream", "retry": True,
+        "ready_id": flow["changes-since"]["cursor"], "second_use_status": 401,
+    }

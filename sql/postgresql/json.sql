@@ -3,12 +3,13 @@
 -- with microseconds and Z, as both databases answer them.
 
 -- fragment: task_json
+-- A recurring task that has made no occurrence yet is the first of its series: series_id is its own id.
 json_build_object(
     'id', id, 'user_id', user_id, 'title', title, 'description', description, 'completed', completed,
     'priority', (ARRAY['low', 'medium', 'high'])[priority + 1],
     'due_at', to_char(due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
     'tags', tags,
-    'recurrence', recurrence, 'time_zone', time_zone, 'reminders', reminders, 'series_id', series_id, 'next_id', next_id,
+    'recurrence', recurrence, 'time_zone', time_zone, 'reminders', reminders, 'series_id', COALESCE(series_id, CASE WHEN recurrence IS NOT NULL THEN id END), 'next_id', next_id,
     'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
     'updated_at', to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
 )

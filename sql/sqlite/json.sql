@@ -2,12 +2,13 @@
 -- Timestamps are stored as the API shows them; booleans are 0 or 1, made true or false here.
 
 -- fragment: task_json
+-- A recurring task that has made no occurrence yet is the first of its series: series_id is its own id.
 json_object(
     'id', id, 'user_id', user_id, 'title', title, 'description', description,
     'completed', json(CASE WHEN completed THEN 'true' ELSE 'false' END),
     'priority', CASE priority WHEN 0 THEN 'low' WHEN 1 THEN 'medium' ELSE 'high' END,
     'due_at', due_at, 'tags', json(tags),
-    'recurrence', json(recurrence), 'time_zone', time_zone, 'reminders', json(reminders), 'series_id', series_id, 'next_id', next_id,
+    'recurrence', json(recurrence), 'time_zone', time_zone, 'reminders', json(reminders), 'series_id', COALESCE(series_id, CASE WHEN recurrence IS NOT NULL THEN id END), 'next_id', next_id,
     'created_at', created_at, 'updated_at', updated_at
 )
 

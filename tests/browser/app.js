@@ -64,4 +64,44 @@ async function call(method, path, { body, headers = {} } = {}) {
   return result;
 }
 
-window.app = { signUp, signIn, token, call };
+// Live updates, the README's "Live updates in a browser" line for line: a ticket (EventSource
+// cannot send the Authorization header), then the stream. A ticket opens one stream, so on an
+// error (the stream ended, `expired`, a replica restarted): a fresh ticket, and ?since= the
+// last event id, from which nothing is missed.
+function live(userId, onEvent) {
+  let lastId = null;
+  async function connect() {
+    try {
+      const answer = await fetch(`${API}/api/${userId}/events/tickets`, {
+        method: "POST", headers: { Authorization: `Bearer ${await token()}` },
+      });
+      if (!answer.ok) throw new Error(`ticket: ${answer.status}`);
+      const url = new URL(`${API}/api/${userId}/events`);
+      url.searchParams.set("ticket", (await answer.json()).ticket);
+      if (lastId) url.searchParams.set("since", lastId);
+      const source = new EventSource(url);
+      for (const type of ["ready", "change", "resync"]) {
+        source.addEventListener(type, (event) => {
+          lastId = type === "resync" ? null : event.lastEventId; // resync: GET /changes again, without since
+          onEvent(type, event.lastEventId, JSON.parse(event.data));
+        });
+      }
+      source.onerror = () => { source.close(); setTimeout(connect, 1000); };
+    } catch {
+      setTimeout(connect, 1000);
+    }
+  }
+  connect();
+}
+
+// For the test: what each stream sent, with the moment it arrived (Date.now()).
+const events = [];
+function listen(userId) {
+  show(`live events of user ${userId}`);
+  live(userId, (type, id, data) => {
+    events.push({ type, id, data, at: Date.now() });
+    show(`event ${type} ${id}`);
+  });
+}
+
+window.app = { signUp, signIn, token, call, listen, events };

@@ -145,3 +145,152 @@ print("invalid", {
   field: invalid.error?.errors?.[0]?.field,
   message: invalid.error?.errors?.[0]?.message,
 });
+
+// ---- Version 3: the task's new fields, the change feed, and a ticket for the event stream ----
+
+type Changes = components["schemas"]["Changes"];
+type Entry = Changes["changes"][number];
+// The v3 fields, exactly as the generated Task type has them (tsc fails if they differ).
+type V3Fields = {
+  recurrence: { rule: string; from: "due" | "completion" } | null;
+  time_zone: string;
+  reminders: ({ minutes_before: number } | { at: string })[];
+  series_id: number | null;
+  next_id: number | null;
+};
+const v3 = (task: Task): V3Fields => ({
+  recurrence: task.recurrence,
+  time_zone: task.time_zone,
+  reminders: task.reminders,
+  series_id: task.series_id,
+  next_id: task.next_id,
+});
+const backwards: Pick<Task, keyof V3Fields> = v3(gift.data); // and the other way round
+
+// The feed loop a client runs: every page at once while has_more, then keep the cursor.
+// Each entry is a task in its latest state, or a tombstone ("deleted" in entry) for a deleted one.
+const tasks = new Map<number, Task>();
+async function sync(since: string | undefined) {
+  const pages: { status: number; count: number; has_more: boolean }[] = [];
+  const seen: number[] = [];
+  const tombstones: number[] = [];
+  let cursor = since;
+  for (let page = 0; page < 50; page++) {
+    const answer = await api.GET("/api/{user_id}/changes", {
+      params: { path: { user_id }, query: cursor === undefined ? { limit: 2 } : { since: cursor, limit: 2 } },
+    });
+    if (!answer.data) throw new Error(`changes: ${answer.response.status}`);
+    for (const entry of answer.data.changes satisfies Entry[]) {
+      if ("deleted" in entry) {
+        tasks.delete(entry.id);
+        tombstones.push(entry.id);
+      } else {
+        tasks.set(entry.id, entry);
+        seen.push(entry.id);
+      }
+    }
+    pages.push({ status: answer.response.status, count: answer.data.changes.length, has_more: answer.data.has_more });
+    cursor = answer.data.cursor;
+    if (!answer.data.has_more) return { pages, seen, tombstones, cursor };
+  }
+  throw new Error("changes: has_more after 50 pages");
+}
+
+// First sync, without since: every task that exists now.
+const snapshot = await sync(undefined);
+print("changes-snapshot", snapshot);
+
+// Writes after it: a recurring task with reminders, completed (which makes its next
+// occurrence), a task created and deleted again, and the gift deleted.
+const daily = await api.POST("/api/{user_id}/tasks", {
+  params: { path: { user_id } },
+  body: {
+    title: "Water the plants",
+    due_at: "2030-01-07T09:00:00+01:00",
+    recurrence: { rule: "FREQ=DAILY;COUNT=3", from: "due" },
+    time_zone: "Europe/Berlin",
+    reminders: [{ minutes_before: 30 }, { at: "2030-01-07T08:00:00+01:00" }],
+  },
+});
+if (!daily.data) throw new Error(`create: ${daily.response.status}`);
+print("create-recurring", { status: daily.response.status, id: daily.data.id, due_at: daily.data.due_at, ...v3(daily.data) });
+
+const dailyDone = await api.PATCH("/api/{user_id}/tasks/{task_id}/complete", {
+  params: { path: { user_id, task_id: daily.data.id } },
+  body: { completed: true },
+});
+if (!dailyDone.data) throw new Error(`complete: ${dailyDone.response.status}`);
+const next_id = dailyDone.data.next_id;
+if (next_id === null) throw new Error("complete: no next occurrence");
+const next = await api.GET("/api/{user_id}/tasks/{task_id}", { params: { path: { user_id, task_id: next_id } } });
+if (!next.data) throw new Error(`get: ${next.response.status}`);
+print("complete-recurring", {
+  status: dailyDone.response.status,
+  completed: dailyDone.data.completed,
+  ...v3(dailyDone.data),
+  next: { id: next.data.id, completed: next.data.completed, due_at: next.data.due_at, ...v3(next.data) },
+});
+
+const scratch = await api.POST("/api/{user_id}/tasks", { params: { path: { user_id } }, body: { title: "Scratch" } });
+if (!scratch.data) throw new Error(`create: ${scratch.response.status}`);
+const scratchGone = await api.DELETE("/api/{user_id}/tasks/{task_id}", { params: { path: { user_id, task_id: scratch.data.id } } });
+const giftGone = await api.DELETE("/api/{user_id}/tasks/{task_id}", { params: { path: { user_id, task_id: gift.data.id } } });
+print("writes", { scratch: scratch.data.id, statuses: [scratch.response.status, scratchGone.response.status, giftGone.response.status] });
+
+// Then from the cursor: what changed since, deletions as tombstones.
+const since = await sync(snapshot.cursor);
+print("changes-since", since);
+
+// The feed's state is the list's.
+const listed = await api.GET("/api/{user_id}/tasks", { params: { path: { user_id }, query: { sort: "created_at", limit: 500 } } });
+if (!listed.data) throw new Error(`list: ${listed.response.status}`);
+print("changes-end-state", { synced: [...tasks.values()].sort((a, b) => a.id - b.id), listed: listed.data });
+
+// A ticket for a browser's EventSource, which cannot send the Authorization header.
+const ticket = await api.POST("/api/{user_id}/events/tickets", { params: { path: { user_id } } });
+if (!ticket.data) throw new Error(`ticket: ${ticket.response.status}`);
+print("ticket", {
+  status: ticket.response.status,
+  expires_in: ticket.data.expires_in,
+  ticket_chars: /^[A-Za-z0-9_-]+$/.test(ticket.data.ticket),
+  cache_control: ticket.response.headers.get("Cache-Control"),
+});
+
+// The ticket opens one stream, without the header; its first event is `ready`, whose id is
+// the current cursor. A second use is a 401.
+const stop = new AbortController();
+const timer = setTimeout(() => stop.abort(), 5000);
+const stream = await auth.GET("/api/{user_id}/events", {
+  params: { path: { user_id }, query: { ticket: ticket.data.ticket } },
+  parseAs: "stream",
+  signal: stop.signal,
+});
+let text = "";
+if (stream.data) {
+  const reader = stream.data.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    while (!/event: ready\n(?:.*\n)*?\n/.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+    }
+  } catch {
+    // aborted after 5 s: `text` holds what came
+  }
+  stop.abort();
+  await reader.cancel().catch(() => {});
+}
+clearTimeout(timer);
+const ready = text.split("\n\n").find((block) => block.includes("event: ready")) ?? "";
+const again = await auth.GET("/api/{user_id}/events", {
+  params: { path: { user_id }, query: { ticket: ticket.data.ticket } },
+  parseAs: "stream",
+});
+if (again.data) await again.data.cancel(); // an error's body openapi-fetch has read already
+print("ticket-stream", {
+  status: stream.response.status,
+  content_type: stream.response.headers.get("Content-Type"),
+  retry: /^retry: \d+$/m.test(text),
+  ready_id: /^id: (.*)$/m.exec(ready)?.[1] ?? null,
+  second_use_status: again.response.status,
+});

@@ -28,6 +28,21 @@ export async function misuse() {
   // @ts-expect-error no such route
   await api.GET("/api/{user_id}/todos", { params: { path } });
 
+  // @ts-expect-error a rule counts from "due" or from "completion"
+  await api.POST("/api/{user_id}/tasks", { params: { path }, body: { title: "t", recurrence: { rule: "FREQ=DAILY", from: "now" } } });
+  // @ts-expect-error a reminder is {minutes_before} or {at}
+  await api.POST("/api/{user_id}/tasks", { params: { path }, body: { title: "t", reminders: [{ minutes: 30 }] } });
+  // @ts-expect-error the feed's limit is a number
+  await api.GET("/api/{user_id}/changes", { params: { path, query: { limit: "10" } } });
+  // @ts-expect-error a ticket takes no body
+  await api.POST("/api/{user_id}/events/tickets", { params: { path }, body: { ttl: 600 } });
+
+  const { data: feed } = await api.GET("/api/{user_id}/changes", { params: { path } });
+  const [entry] = feed?.changes ?? [];
+  // @ts-expect-error an entry may be a tombstone: check `"deleted" in entry` first
+  entry?.title;
+  if (entry !== undefined && !("deleted" in entry)) entry.title satisfies string;
+
   const { data } = await api.GET("/api/{user_id}/tasks/{task_id}", { params: { path } });
   // @ts-expect-error data is undefined when the answer was an error: check it first
   data.title;
