@@ -1097,6 +1097,10 @@ RULE_PARTS = {
     "BYMONTH": r"([1-9]|1[0-2])(,([1-9]|1[0-2]))*",
 }
 TIME_ZONES = available_timezones()
+# What JSON Schema can say of a rule: its parts, each with a valid value. That FREQ is there,
+# that no part repeats, and that COUNT and UNTIL are not both there, valid_rule checks.
+RULE_PART = "|".join(f"{name}=({pattern})" for name, pattern in RULE_PARTS.items())
+RULE_PATTERN = f"^({RULE_PART})(;({RULE_PART}))*$"
 
 
 def valid_rule(value: str) -> str:
@@ -1141,7 +1145,7 @@ def unique_reminders(values: list) -> list:
 
 class Recurrence(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=no_defaults)
-    rule: Annotated[str, Field(max_length=200), AfterValidator(valid_rule)]
+    rule: Annotated[str, Field(max_length=200, json_schema_extra={"pattern": RULE_PATTERN}), AfterValidator(valid_rule)]
     from_: Literal["due", "completion"] = Field("due", alias="from")
 
 
@@ -1155,8 +1159,8 @@ class RemindAt(BaseModel):
     at: Annotated[str, AfterValidator(utc_timestamp), Field(json_schema_extra={"format": "date-time"})]
 
 
-TimeZone = Annotated[str, Field(max_length=64), AfterValidator(valid_time_zone)]
-Reminders = Annotated[list[MinutesBefore | RemindAt], Field(max_length=5), AfterValidator(unique_reminders)]
+TimeZone = Annotated[str, Field(json_schema_extra={"enum": sorted(TIME_ZONES)}), AfterValidator(valid_time_zone)]
+Reminders = Annotated[list[MinutesBefore | RemindAt], Field(max_length=5, json_schema_extra={"uniqueItems": True}), AfterValidator(unique_reminders)]
 
 
 def check_schedule(due_at: str | None, recurrence: dict | None, time_zone: str, reminders: list) -> None:
@@ -1691,7 +1695,11 @@ async def open_events(request: Request):
     global open_streams
     user_id = request.scope["user_id"]
     query = only_parameters(request, EVENTS_PARAMETERS)
-    cursor = request.headers.get("last-event-id") or query.get("since")
+    resume_from = {"Last-Event-ID": request.headers.get("last-event-id"), "since": query.get("since")}
+    for name, cursor in resume_from.items():
+        if cursor is not None and not re.fullmatch(CURSOR_TEXT, cursor):
+            raise bad_parameter(name, "must be a cursor: 1 to 200 of A-Z a-z 0-9 . _ ~ -")
+    cursor = resume_from["Last-Event-ID"] or resume_from["since"]
     if open_streams >= EVENTS_MAX_STREAMS:
         raise ProblemError(503, "Too many event streams are open here; try again shortly.", {"Retry-After": "5"})
     open_streams += 1
@@ -1746,6 +1754,7 @@ async def openapi(request: Request) -> Response:
 # ---------------------------------------------------------------------------------------
 
 CURSOR_PATTERN = re.compile(r"([0-9]{1,19})\.([A-Za-z0-9_-]{22})")
+CURSOR_TEXT = "^[A-Za-z0-9._~-]{1,200}$"  # what the contract lets a cursor be: a stream refuses anything else
 FEED_PAGE_MAX = 500
 TICKET_SECONDS = 60
 RETRY_MILLISECONDS = 3000  # how soon a browser's EventSource reconnects by itself
@@ -2454,6 +2463,16 @@ RESPONSE_SCHEMAS = {
         },
     },
 }
+# One server-sent event, as a client's parser hands it over; `data` is JSON text.
+EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"enum": ["ready", "change", "reminder", "resync", "expired"]},
+        "id": {"type": "string", "maxLength": 200},
+        "data": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 ERROR_MEANINGS = {
     400: "The body or query is not valid",
     401: "No access token, or an invalid or expired one",
@@ -2517,14 +2536,14 @@ QUERY_PARAMETERS = {
     get_task: [{"name": "If-None-Match", "in": "header", "description": "304 when it names the current ETag", "schema": {"type": "string"}}],
     list_changes: [
         {"name": "since", "in": "query", "description": "A cursor from an earlier answer; omitted: every task that exists now",
-         "schema": {"type": "string", "maxLength": 200}},
+         "schema": {"type": "string", "pattern": CURSOR_TEXT}},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
     ],
     open_events: [
-        {"name": "since", "in": "query", "description": "A cursor (an event id) to resume after", "schema": {"type": "string", "maxLength": 200}},
+        {"name": "since", "in": "query", "description": "A cursor (an event id) to resume after", "schema": {"type": "string", "pattern": CURSOR_TEXT}},
         {"name": "ticket", "in": "query", "description": "Instead of the Authorization header: a ticket from POST …/events/tickets",
          "schema": {"type": "string"}},
-        {"name": "Last-Event-ID", "in": "header", "description": "As EventSource sends it when it reconnects", "schema": {"type": "string"}},
+        {"name": "Last-Event-ID", "in": "header", "description": "As EventSource sends it when it reconnects", "schema": {"type": "string", "pattern": CURSOR_TEXT}},
     ],
     **{
         write: [{"name": "If-Match", "in": "header", "description": "412 unless it names the current ETag, or *", "schema": {"type": "string"}}]
@@ -2576,7 +2595,7 @@ def openapi_document(routes: list[Route]) -> dict:
                                                                     "schema": {"type": "string"}}}
             operation["responses"]["304"] = {"description": "If-None-Match names the list's current ETag"}
         if route.endpoint is open_events:
-            success_response["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+            success_response["content"] = {"text/event-stream": {"schema": EVENT_SCHEMA}}
         operation["responses"][str(status)] = success_response
         if route.endpoint is get_task:
             operation["responses"]["304"] = {"description": "If-None-Match names the current ETag", "headers": ETAG_HEADER}
