@@ -9,6 +9,7 @@ import random
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -167,6 +168,20 @@ def test_an_idempotent_retry_of_a_create_leaves_no_change_and_no_extra_count(cli
     assert retry.status_code in (200, 201) and retry.json() == first.json()
     assert page(client, alice, since=since)["changes"] == []
     assert position(service, alice) == before
+    assert client.get(alice.tasks_url(), headers=alice.headers).headers["x-total-count"] == "1"
+
+
+def test_racing_retries_of_one_create_make_one_task_one_change_and_one_count(service, client, alice):
+    headers = {**alice.headers, "Idempotency-Key": f"race-{random.random()}"}
+    since, before = cursor_now(client, alice), position(service, alice)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.post(alice.tasks_url(), json={"title": "once"}, headers=headers), range(8)))
+
+    assert {answer.status_code for answer in answers} <= {200, 201}
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    assert page(client, alice, since=since)["changes"] == [answers[0].json()]
+    assert position(service, alice) == before + 1
     assert client.get(alice.tasks_url(), headers=alice.headers).headers["x-total-count"] == "1"
 
 
