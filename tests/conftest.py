@@ -24,6 +24,7 @@ import uuid
 from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -434,6 +435,29 @@ def bob(service, issuer):
 def pat(service):
     """A password account: signed up and logged in on the backend, no Better Auth."""
     return sign_up(service, "pat")
+
+
+@pytest.fixture(scope="session")
+def pruned_replica(service, alice, issuer, tmp_path_factory):
+    """A second process on the session service's database, started after every deletion was
+    aged past CHANGES_RETENTION_DAYS, so that it prunes them (as a process does at start);
+    `old_cursor` is alice's cursor from before one of those deletions."""
+    headers = {"Authorization": f"Bearer {alice.token()}"}
+    with httpx.Client(base_url=service.url, timeout=10) as client:
+        task = client.post(alice.tasks_url(), json={"title": "goes"}, headers=headers).json()
+        old_cursor = client.get(f"/api/{alice.id}/changes", params={"limit": 500}, headers=headers).json()["cursor"]
+        assert client.delete(alice.tasks_url(task["id"]), headers=headers).status_code == 204
+    if service.database_url.startswith("sqlite"):
+        service.sql("UPDATE task_tombstones SET deleted_at = strftime('%Y-%m-%dT%H:%M:%f000Z', 'now', '-40 days')")
+    else:
+        service.sql("UPDATE task_tombstones SET deleted_at = now() - interval '40 days'")
+    directory = tmp_path_factory.mktemp("replica")
+    with running_service(service_environment(service.database_url, issuer), directory / "replica.log") as replica:
+        deadline = time.monotonic() + 10
+        while service.sql("SELECT count(*) FROM task_tombstones WHERE user_id = $1", alice.id)[0][0]:
+            assert time.monotonic() < deadline, "the replica did not prune the aged deletions"
+            time.sleep(0.05)
+        yield SimpleNamespace(service=replica, old_cursor=old_cursor)
 
 
 @pytest.fixture
