@@ -29,11 +29,19 @@ CREATE TABLE task_tombstones (
 CREATE INDEX task_tombstones_deleted_idx ON task_tombstones (deleted_at);
 
 -- The user id, never task data, is announced to every replica's listener at commit (NOTIFY),
--- so their open streams read the feed. An insert takes its position before the row is
--- written, as BEFORE triggers do, also for an insert ON CONFLICT DO NOTHING skips (a gap, which
--- no reader minds); 005's trigger still counts only the rows inserted.
+-- so their open streams read the feed. 005's trigger still counts the tasks, after the insert.
+-- A BEFORE trigger runs ahead of an insert's ON CONFLICT check, so a retried create (the same
+-- Idempotency-Key, which ON CONFLICT DO NOTHING skips) is skipped here first: after taking
+-- the user's row of task_counts, whose lock makes a retry racing its original wait for it.
 CREATE FUNCTION record_task_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF TG_OP = 'INSERT' AND NEW.idempotency_key IS NOT NULL THEN
+        INSERT INTO task_counts AS counts (user_id, tasks, position) VALUES (NEW.user_id, 0, 0)
+        ON CONFLICT (user_id) DO UPDATE SET position = counts.position;
+        IF EXISTS (SELECT 1 FROM tasks WHERE user_id = NEW.user_id AND idempotency_key = NEW.idempotency_key) THEN
+            RETURN NULL;  -- a retry: no row, no change
+        END IF;
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO task_counts AS counts (user_id, tasks, position) VALUES (NEW.user_id, 0, 1)
         ON CONFLICT (user_id) DO UPDATE SET position = counts.position + 1

@@ -34,8 +34,8 @@ BEGIN
     UPDATE tasks SET change_seq = (SELECT position FROM task_counts WHERE user_id = NEW.user_id) WHERE id = NEW.id;
 END;
 
--- Its own update of change_seq does not fire it again (SQLite's triggers do not recurse).
-CREATE TRIGGER tasks_changed_on_update AFTER UPDATE ON tasks
+-- The feed's own updates of change_seq (here and on insert) are no change of their own.
+CREATE TRIGGER tasks_changed_on_update AFTER UPDATE ON tasks WHEN NEW.change_seq IS OLD.change_seq
 BEGIN
     UPDATE task_counts SET position = position + 1 WHERE user_id = NEW.user_id;
     UPDATE tasks SET change_seq = (SELECT position FROM task_counts WHERE user_id = NEW.user_id) WHERE id = NEW.id;
