@@ -1716,7 +1716,7 @@ async def open_events(request: Request):
             raise ProblemError(
                 429, f"At most {EVENTS_MAX_STREAMS_PER_USER} event streams per user.", {"Retry-After": str(EVENTS_HEARTBEAT_SECONDS)}
             )
-        position = (await run("feed_position", user_id=user_id))["position"] if cursor is None else cursor_position(user_id, cursor)
+        position = (await run("feed_position", user_id=user_id))["position"] if cursor is None else await resumable(user_id, cursor)
     except BaseException:
         open_streams -= 1
         raise
@@ -1788,6 +1788,18 @@ async def feed_page(user_id: int, since: int | None, limit: int) -> tuple[list, 
     if len(rows) > limit:
         return rows[:limit], rows[limit - 1]["change_seq"], True
     return rows, max(head["position"], since or 0), False
+
+
+async def resumable(user_id: int, cursor: str) -> int | None:
+    """The position a stream resumes from; None when it cannot (a cursor not this user's, or
+    older than the deletions the feed remembers)."""
+    position = cursor_position(user_id, cursor)
+    if position is not None:
+        try:
+            await feed_page(user_id, position, 1)
+        except ProblemError:
+            return None
+    return position
 
 
 def list_etag(position: int, query: tuple) -> str | None:
