@@ -1583,10 +1583,15 @@ class ReadDeadlines(H11Protocol):
         if not self.request_begun:
             self.transport.close()
             return
-        body = json.dumps({"type": "about:blank", "title": "Request Timeout", "status": 408,
-                           "detail": f"The request line and headers did not arrive within {HEADER_TIMEOUT_SECONDS} s."}).encode()
-        head = f"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
-        self.transport.write(head.encode() + body)
+        self.close_with_problem(408, f"The request line and headers did not arrive within {HEADER_TIMEOUT_SECONDS} s.")
+
+    def close_with_problem(self, status: int, detail: str, *headers: str) -> None:
+        """Write a problem straight to the socket and close it: there is no request (or none
+        complete) that the app could answer."""
+        phrase = HTTPStatus(status).phrase
+        body = json.dumps({"type": "about:blank", "title": phrase, "status": status, "detail": detail}).encode()
+        lines = [f"HTTP/1.1 {status} {phrase}", "content-type: application/problem+json", f"content-length: {len(body)}", *headers, "connection: close"]
+        self.transport.write("".join(f"{line}\r\n" for line in lines).encode() + b"\r\n" + body)
         self.transport.close()
 
 
