@@ -128,7 +128,10 @@ HEADER_TIMEOUT_SECONDS = int_setting("HEADER_TIMEOUT_SECONDS", 10, 1, 3600)
 BODY_TIMEOUT_SECONDS = int_setting("BODY_TIMEOUT_SECONDS", 30, 1, 3600)
 # Below the descriptor limit, so that past the cap a new connection is answered (or takes an
 # idle one's place), never left waiting for a descriptor: some stay for the database pool, the
-# log, the JWKS fetch, and the connections accepted in one turn of the loop (backlog, in main()).
+# log and the JWKS fetch. A burst of more than that, accepted in one turn of the loop before
+# the cap sees it, can still use them up: asyncio then pauses accepting for a second, by which
+# time the cap has made room. (A listen backlog small enough to prevent it drops connects, a
+# 1 s retry each, whenever a burst outruns one turn of the loop, far below the cap too.)
 MAX_CONNECTIONS = int_setting("MAX_CONNECTIONS", max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 128), 1, 1_000_000)
 RATE_LIMITS = {
     "signup": rate_setting("RATE_LIMIT_SIGNUP", "10/minute"),
@@ -2047,10 +2050,6 @@ def main() -> None:
         # too and refuses at its limit, so one more: a backstop (requests still running after
         # their connection closed), never a second, lower cap that would 503 the last one.
         limit_concurrency=MAX_CONNECTIONS + 1,
-        # asyncio accepts up to `backlog` connections in one turn of the loop, each a descriptor
-        # before the cap sees it: uvicorn's 2,048 would run a lowered limit out (and pause
-        # accepting for a second); 64 stays inside the 128 that MAX_CONNECTIONS leaves spare.
-        backlog=64,
     )
 
 
