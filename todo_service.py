@@ -131,8 +131,12 @@ JWKS_REFRESH_SECONDS = int_setting("JWKS_REFRESH_SECONDS", 600, 1, 86_400)
 BCRYPT_QUEUE_SECONDS = int_setting("BCRYPT_QUEUE_SECONDS", 2, 0, 60)
 HEADER_TIMEOUT_SECONDS = int_setting("HEADER_TIMEOUT_SECONDS", 10, 1, 3600)
 BODY_TIMEOUT_SECONDS = int_setting("BODY_TIMEOUT_SECONDS", 30, 1, 3600)
-# Below the descriptor limit, so that past the cap a client gets a 503, not a silent wait:
-# some descriptors stay for the database pool, the log and the JWKS fetch.
+# Below the descriptor limit, so that past the cap a new connection is answered (or takes an
+# idle one's place), never left waiting for a descriptor: some stay for the database pool, the
+# log and the JWKS fetch. A burst of more than that, accepted in one turn of the loop before
+# the cap sees it, can still use them up: asyncio then pauses accepting for a second, by which
+# time the cap has made room. (A listen backlog small enough to prevent it drops connects, a
+# 1 s retry each, whenever a burst outruns one turn of the loop, far below the cap too.)
 MAX_CONNECTIONS = int_setting("MAX_CONNECTIONS", max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 128), 1, 1_000_000)
 # Version 3: the change feed, live events, reminders and their webhook.
 DATABASE_LISTEN_URL = setting("DATABASE_LISTEN_URL", DATABASE_URL)
@@ -2169,15 +2173,27 @@ def body_deadline(app):
 
 
 class ReadDeadlines(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with deadlines on reading each request.
+    """uvicorn's HTTP/1.1 protocol with deadlines on reading each request, and a cap on
+    connections that holds while they send nothing.
 
-    uvicorn has none (its keep-alive timeout stops at the first byte), so a client could send
-    half a request, or a body it never finishes, and hold its connection and descriptor for
-    as long as it liked. The line and headers must arrive within HEADER_TIMEOUT_SECONDS (else
-    408 and closed). A body the route reads is cut off by body_deadline, which can still
-    answer 408; one it never reads, still trickling in after the answer, is cut off here a
-    second later. A class because uvicorn takes its protocol as one.
+    uvicorn has no read deadline (its keep-alive timeout stops at the first byte), so a client
+    could send half a request, or a body it never finishes, and hold its connection and
+    descriptor for as long as it liked. The line and headers must arrive within
+    HEADER_TIMEOUT_SECONDS (else 408 and closed). A body the route reads is cut off by
+    body_deadline, which can still answer 408; one it never reads, still trickling in after
+    the answer, is cut off here a second later. A class because uvicorn takes its protocol as one.
+
+    uvicorn's limit_concurrency answers 503 only to a request, and an idle connection sends
+    none: past it, idle connections would use up the descriptors and new clients wait in the
+    listen queue for seconds. So the cap is counted here, as each connection is made: past
+    MAX_CONNECTIONS the connection idle longest (between requests: no byte of one yet, no
+    response in flight) is closed to make room, and when none is, the new one is answered 503
+    before anything is read. A response in progress (a stream, for minutes) is never cut.
     """
+
+    # The connections idle between requests, the one idle longest first (a dict as an ordered
+    # set, so that finding it is O(1) however many are open). One per process, as its server is.
+    idle: dict["ReadDeadlines", None] = {}
 
     timer = None
     waiting_for = None  # "headers", "body" or None
@@ -2187,7 +2203,11 @@ class ReadDeadlines(H11Protocol):
     def wait_for(self, part) -> None:
         """Start the deadline for this part of a request (None: no deadline). One timer per
         connection, moved by its timestamp, not a new timer for every request."""
-        self.waiting_for, self.request_begun = part, False
+        # A pipelined request may already be in h11's buffer when the last answer ends.
+        self.waiting_for, self.request_begun = part, bool(self.conn.trailing_data[0])
+        self.idle.pop(self, None)
+        if part == "headers" and not self.request_begun:
+            self.idle[self] = None  # last: idle the shortest
         if part is not None:
             self.deadline = self.loop.time() + (HEADER_TIMEOUT_SECONDS if part == "headers" else BODY_TIMEOUT_SECONDS + 1)
             if self.timer is not None and self.timer.when() > self.deadline:  # a body's, later than this
@@ -2208,11 +2228,20 @@ class ReadDeadlines(H11Protocol):
             self.transport.close()  # a body nobody reads, still trickling in after the answer
 
     def connection_made(self, transport) -> None:
-        super().connection_made(transport)
+        super().connection_made(transport)  # counted in self.connections from here
+        if len(self.connections) > MAX_CONNECTIONS:
+            if not self.idle:
+                self.close_with_problem(503, "Too many connections at once; try again shortly.", "retry-after: 1")
+                return
+            # Its descriptor is freed when the loop next turns, before this connection reads.
+            oldest = next(iter(self.idle))
+            del self.idle[oldest]
+            oldest.transport.close()
         self.wait_for("headers")
 
     def data_received(self, data: bytes) -> None:
         self.request_begun = True
+        self.idle.pop(self, None)
         super().data_received(data)
 
     def handle_events(self) -> None:
@@ -2236,6 +2265,7 @@ class ReadDeadlines(H11Protocol):
         super().shutdown()
 
     def connection_lost(self, exc) -> None:
+        self.idle.pop(self, None)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -2249,10 +2279,15 @@ class ReadDeadlines(H11Protocol):
         if not self.request_begun:
             self.transport.close()
             return
-        body = json.dumps({"type": "about:blank", "title": "Request Timeout", "status": 408,
-                           "detail": f"The request line and headers did not arrive within {HEADER_TIMEOUT_SECONDS} s."}).encode()
-        head = f"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
-        self.transport.write(head.encode() + body)
+        self.close_with_problem(408, f"The request line and headers did not arrive within {HEADER_TIMEOUT_SECONDS} s.")
+
+    def close_with_problem(self, status: int, detail: str, *headers: str) -> None:
+        """Write a problem straight to the socket and close it: there is no request (or none
+        complete) that the app could answer."""
+        phrase = HTTPStatus(status).phrase
+        body = json.dumps({"type": "about:blank", "title": phrase, "status": status, "detail": detail}).encode()
+        lines = [f"HTTP/1.1 {status} {phrase}", "content-type: application/problem+json", f"content-length: {len(body)}", *headers, "connection: close"]
+        self.transport.write("".join(f"{line}\r\n" for line in lines).encode() + b"\r\n" + body)
         self.transport.close()
 
 
@@ -2768,7 +2803,10 @@ def main() -> None:
         forwarded_allow_ips=TRUSTED_PROXIES or None,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         http=ReadDeadlines,
-        limit_concurrency=MAX_CONNECTIONS,  # past it, uvicorn answers 503 at once
+        # ReadDeadlines keeps the connections at MAX_CONNECTIONS. uvicorn counts the one asking
+        # too and refuses at its limit, so one more: a backstop (requests still running after
+        # their connection closed), never a second, lower cap that would 503 the last one.
+        limit_concurrency=MAX_CONNECTIONS + 1,
     )
 
 

@@ -263,7 +263,7 @@ def test_a_login_that_finds_the_queue_full_takes_the_place_of_the_last_queued_si
 
 
 # ---------------------------------------------------------------------------------------
-# 4. Read deadlines and the connection cap, on raw sockets.
+# 4. Read deadlines, on raw sockets (the connection cap: test_connections.py).
 # ---------------------------------------------------------------------------------------
 
 
@@ -415,25 +415,6 @@ def test_requests_on_a_keep_alive_connection_outlive_the_deadlines_of_the_first(
             sock.sendall(request)
             statuses.append(read_response(sock)[0])
     assert statuses == [200, 401, 200, 401]
-
-
-def test_past_max_connections_a_new_request_is_answered_503_at_once(tmp_path, issuer):
-    with own_service(tmp_path / "service", issuer, MAX_CONNECTIONS="10") as service:
-        idle = [socket.create_connection(host_and_port(service), timeout=5) for _ in range(12)]
-        try:
-            time.sleep(0.2)  # accepted by now
-            started = time.monotonic()
-            refused = httpx.get(f"{service.url}/healthz", timeout=5)
-            refused_after = time.monotonic() - started
-        finally:
-            for sock in idle:
-                sock.close()
-        deadline = time.monotonic() + 5
-        while (served := httpx.get(f"{service.url}/healthz", timeout=5)).status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.1)
-    assert refused.status_code == 503, refused.text
-    assert refused_after < 1.0
-    assert served.status_code == 200  # once the idle connections are gone, clients are served again
 
 
 # ---------------------------------------------------------------------------------------
