@@ -1021,7 +1021,13 @@ class Login(BaseModel):
     email: Annotated[str, Field(max_length=320)]
     password: Annotated[str, Field(max_length=1024)]
     # RFC 8707's resource indicator: MCP_RESOURCE asks for a token for /mcp instead of the API.
-    resource: Annotated[str, Field(max_length=2048, description="Omitted: a token for the API. MCP_RESOURCE: a token for /mcp.")] = None
+    # The document says it in words, not as a const: it is a setting, and types generated from one
+    # deployment's document must not bake its URL in.
+    resource: Annotated[str, Field(
+        max_length=2048,
+        description="Omitted: a token for the API. MCP_RESOURCE, the `resource` of /.well-known/oauth-protected-resource/mcp: a token for /mcp. Anything else: 400.",
+        json_schema_extra={"format": "uri"},
+    )] = None
 
 
 RFC_3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})")
@@ -2136,7 +2142,8 @@ OPERATIONS = {
     openapi: (None, 200, {"type": "object"}, (), False),
     mcp_resource_metadata: (None, 200, "ProtectedResource", (), False),
     resource_metadata_fallback: (None, 200, "ProtectedResource", (), False),
-    mcp_endpoint: (JsonRpcRequest, 200, "JsonRpcResponse", (400, 401, 403, 413), True),
+    # The SDK answers a malformed message itself, as a JSON-RPC error; only these are ours.
+    mcp_endpoint: (JsonRpcRequest, 200, "JsonRpcResponse", (401, 403), True),
 }
 TIMESTAMP_PARAMETER = {"type": "string", "format": "date-time"}
 QUERY_PARAMETERS = {
