@@ -7,17 +7,23 @@ the mode matters; what a tool wrote is checked through the REST API, as a fronte
 """
 
 import asyncio
+import base64
+import hashlib
 import json
+import secrets
 import uuid
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import httpx2
+import jwt
 import pytest
 from mcp import Client
 from mcp.client.auth.utils import extract_resource_metadata_from_www_auth, handle_protected_resource_response
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import AUDIENCE, ISSUER, own_token
+from test_better_auth import new_better_auth_user, started_stack
 
 PROBLEM = "application/problem+json"
 # The two protocol eras the SDK client speaks: "auto" discovers the current revision
@@ -403,3 +409,70 @@ def test_the_log_stays_one_json_object_a_line(service, alice, call):
     call(alice, "complete_task", {"task_id": 999_999})  # a tool error, which the SDK logs
     for line in service.log().splitlines():
         json.loads(line)
+
+
+# ---------------------------------------------------------------------------------------
+# A real Better Auth as the authorization server (@better-auth/oauth-provider): the test is
+# the MCP client, running the authorization code flow with PKCE in the user's signed-in session.
+# ---------------------------------------------------------------------------------------
+
+CALLBACK = "http://127.0.0.1:9/callback"  # a native client's loopback redirect (RFC 8252): read, never fetched
+
+
+@pytest.fixture(scope="module")
+def better_auth(tmp_path_factory):
+    """Better Auth (jwt and its OAuth provider for the service's /mcp) and a service of its own."""
+    with started_stack(tmp_path_factory.mktemp("better-auth-mcp")) as stack:
+        yield stack
+
+
+def oauth_access_token(stack, user, resource_url: str) -> str:
+    """What an MCP client does to get a token from Better Auth, the user's browser session consenting."""
+    browser, origin = user.session, {"Origin": stack.auth_url}
+    client = {"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none", "application_type": "native",
+              "grant_types": ["authorization_code"], "response_types": ["code"], "scope": "openid"}
+    registered = browser.post("/test/oauth-client", json=client, headers=origin)
+    assert registered.status_code == 201, registered.text
+    client_id, verifier, state = registered.json()["client_id"], secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    authorize = browser.get("/api/auth/oauth2/authorize", params={
+        "response_type": "code", "client_id": client_id, "redirect_uri": CALLBACK, "scope": "openid", "state": state,
+        "code_challenge": challenge, "code_challenge_method": "S256", "resource": resource_url,
+    })
+    assert authorize.status_code == 302, authorize.text
+    consent_page = urlsplit(authorize.headers["location"])  # the app's consent page, which would POST this
+    assert consent_page.path == "/consent", authorize.headers["location"]
+    consented = browser.post("/api/auth/oauth2/consent", json={"accept": True, "oauth_query": consent_page.query}, headers=origin)
+    assert consented.status_code == 200, consented.text
+    callback = urlsplit(consented.json()["url"])
+    assert f"{callback.scheme}://{callback.netloc}{callback.path}" == CALLBACK
+    answer = parse_qs(callback.query)
+    assert answer["state"] == [state]
+    # The client, not the browser, exchanges the code: no session cookie, no Origin.
+    token = httpx.post(f"{stack.auth_url}/api/auth/oauth2/token", timeout=30, data={
+        "grant_type": "authorization_code", "code": answer["code"][0], "redirect_uri": CALLBACK,
+        "client_id": client_id, "code_verifier": verifier, "resource": resource_url,
+    })
+    assert token.status_code == 200, token.text
+    return token.json()["access_token"]
+
+
+def test_a_better_auth_oauth_token_works_at_mcp_as_the_same_account(better_auth):
+    user = new_better_auth_user(better_auth, "email", "assistant")
+    token = oauth_access_token(better_auth, user, resource(better_auth.service))
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert (claims["iss"], claims["sub"]) == (better_auth.auth_url, user.better_auth_id)
+    assert resource(better_auth.service) in claims["aud"]
+    result = session(better_auth.service, token, lambda client: client.call_tool("add_task", {"title": "from an assistant"}))
+    assert not result.is_error, result.content
+    # The account the jwt plugin's token names on the API (GET /api/me) is the one the tool wrote for.
+    assert result.structured_content["user_id"] == user.id
+    listed = better_auth.api.get(user.tasks_url(), headers=user.headers).json()
+    assert [task["id"] for task in listed] == [result.structured_content["id"]]
+
+
+def test_a_better_auth_oauth_token_is_refused_on_the_api(better_auth):
+    user = new_better_auth_user(better_auth, "email", "assistant-on-api")
+    token = oauth_access_token(better_auth, user, resource(better_auth.service))
+    response = better_auth.api.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert (response.status_code, response.headers["www-authenticate"]) == (401, 'Bearer error="invalid_token"')
