@@ -167,6 +167,8 @@ if MCP_RESOURCE == JWT_AUDIENCE:
     invalid_setting("MCP_RESOURCE", "must differ from JWT_AUDIENCE, or API tokens would pass at /mcp and MCP tokens on the API")
 MCP_ORIGIN = f"{mcp_url.scheme}://{mcp_url.netloc}"
 MCP_AUTHORIZATION_SERVER = MCP_AUTHORIZATION_SERVER or MCP_ORIGIN
+if urlsplit(MCP_AUTHORIZATION_SERVER).scheme not in ("http", "https") or not urlsplit(MCP_AUTHORIZATION_SERVER).hostname:
+    invalid_setting("MCP_AUTHORIZATION_SERVER", f"must be the issuer URL of an OAuth authorization server, not {MCP_AUTHORIZATION_SERVER!r}")
 # RFC 9728 section 3.1: the well-known segment goes between the host and the resource's path.
 MCP_RESOURCE_METADATA = f"{MCP_ORIGIN}/.well-known/oauth-protected-resource{mcp_url.path.rstrip('/')}"
 
