@@ -2,8 +2,9 @@
 
 Read top to bottom, in the order a request meets it: settings, database and SQL,
 security (passwords and their queue, tokens, JWKS, linked accounts, the authentication
-middleware, rate limits), body schemas, errors, the steps handlers share, handlers, the
-request log and read deadlines, the OpenAPI document, routes, and the app. Task bodies are
+middleware and /mcp's, rate limits), body schemas, errors, the steps handlers share,
+handlers, the MCP server and its tools (thin calls into those steps), the request log and
+read deadlines, the OpenAPI document, routes, and the app. Task bodies are
 written by the database itself (sql/<database>/json.sql).
 `uv run todo_service.py` serves it; every setting comes from the environment (or `.env`).
 """
@@ -1921,8 +1922,10 @@ def cors(app):
         app,
         allow_origins=CORS_ORIGINS,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID"],
-        expose_headers=["ETag", "Link", "Location", "Retry-After", "X-Request-ID", "X-Total-Count"],
+        # Mcp-Protocol-Version and Mcp-Session-Id: what a browser-based MCP client sends to
+        # /mcp; it reads WWW-Authenticate to find the resource's metadata.
+        allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match", "Mcp-Protocol-Version", "Mcp-Session-Id", "X-Request-ID"],
+        expose_headers=["ETag", "Link", "Location", "Mcp-Session-Id", "Retry-After", "WWW-Authenticate", "X-Request-ID", "X-Total-Count"],
         max_age=600,
     )
 

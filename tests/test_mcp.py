@@ -355,6 +355,17 @@ def test_an_origin_outside_cors_origins_is_403(service, alice, origin, status, m
         assert response.json()["detail"] == "This origin may not call /mcp: it is not one of CORS_ORIGINS."
 
 
+def test_a_browser_client_on_an_allowed_origin_may_call_mcp_and_read_the_challenge(service):
+    preflight = httpx.options(resource(service), headers={
+        "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type, mcp-protocol-version",
+    })
+    assert (preflight.status_code, preflight.headers["access-control-allow-origin"]) == (200, "http://localhost:3000")
+    refused = post_mcp(service, Origin="http://localhost:3000")
+    assert refused.status_code == 401
+    assert "www-authenticate" in {name.strip().lower() for name in refused.headers["access-control-expose-headers"].split(",")}
+
+
 def test_get_mcp_opens_no_stream(service, alice, mcp_token):
     response = httpx.get(resource(service), headers={"Authorization": f"Bearer {mcp_token(alice)}", "Accept": "text/event-stream"})
     assert (response.status_code, response.headers["allow"], response.headers["content-type"]) == (405, "POST", PROBLEM)
