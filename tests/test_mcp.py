@@ -165,9 +165,10 @@ def test_update_task_changes_only_the_arguments_given(service, client, create_ta
     assert result.structured_content == after
 
 
-def test_update_task_with_null_clears_a_nullable_field(service, client, create_task, alice, call):
+@pytest.mark.parametrize("mode", MODES)
+def test_update_task_with_null_clears_a_nullable_field(service, client, create_task, alice, call, mode):
     task = create_task(description="to clear", due_at="2026-12-24T18:00:00Z")
-    result = call(alice, "update_task", {"task_id": task["id"], "description": None})
+    result = call(alice, "update_task", {"task_id": task["id"], "description": None}, mode)
     assert not result.is_error, result.content
     after = api_task(client, alice, task["id"]).json()
     assert (after["description"], after["due_at"]) == (None, "2026-12-24T18:00:00.000000Z")
