@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import secrets
+import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -370,6 +371,24 @@ def test_a_browser_client_on_an_allowed_origin_may_call_mcp_and_read_the_challen
 def test_get_mcp_opens_no_stream(service, alice, mcp_token):
     response = httpx.get(resource(service), headers={"Authorization": f"Bearer {mcp_token(alice)}", "Accept": "text/event-stream"})
     assert (response.status_code, response.headers["allow"], response.headers["content-type"]) == (405, "POST", PROBLEM)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sigterm_stops_the_service_at_once_with_an_mcp_client_connected(start_service, mode):
+    """No stream is held open (POST only, JSON answers, no subscriptions), so the graceful shutdown waits for nothing."""
+    with start_service() as own:
+        token = own_token(1, aud=resource(own))  # listing tools needs no account
+
+        async def connected_then_stopped(client):
+            await client.list_tools()
+            started = time.monotonic()
+            own.process.terminate()
+            status = await asyncio.to_thread(own.process.wait, 15)
+            return status, time.monotonic() - started
+
+        status, seconds = session(own, token, connected_then_stopped, mode)
+    assert status == 0
+    assert seconds < 5, f"shutdown took {seconds:.1f} s"
 
 
 def test_mcp_is_answered_without_a_redirect(service, alice):
