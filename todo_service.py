@@ -1610,7 +1610,7 @@ mcp_server.streamable_http_app(
 class McpEndpoint:
     """Model Context Protocol for assistants: JSON-RPC over Streamable HTTP, on the token's user's tasks."""
 
-    __name__ = "mcp"
+    __name__ = "mcp"  # the OpenAPI document's operationId, as a handler's function name is
 
     async def __call__(self, scope, receive, send):
         await mcp_server.session_manager.handle_request(scope, receive, send)
