@@ -2,8 +2,9 @@
 
 Read top to bottom, in the order a request meets it: settings, database and SQL,
 security (passwords and their queue, tokens, JWKS, linked accounts, the authentication
-middleware, rate limits), body schemas, errors, the steps handlers share, handlers, the
-request log and read deadlines, the OpenAPI document, routes, and the app. Task bodies are
+middleware and /mcp's, rate limits), body schemas, errors, the steps handlers share,
+handlers, the MCP server and its tools (thin calls into those steps), the request log and
+read deadlines, the OpenAPI document, routes, and the app. Task bodies are
 written by the database itself (sql/<database>/json.sql).
 `uv run todo_service.py` serves it; every setting comes from the environment (or `.env`).
 """
@@ -35,7 +36,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple, TypedDict
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -52,6 +53,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from dateutil.rrule import rrulestr
 from dotenv import load_dotenv
 from jwt.algorithms import OKPAlgorithm
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import CallToolResult, TextContent
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -148,6 +152,12 @@ REMINDER_LATE_SECONDS = int_setting("REMINDER_LATE_SECONDS", 3600, 0, 30 * 86_40
 REMINDER_WEBHOOK_URL = url_setting("REMINDER_WEBHOOK_URL")
 REMINDER_WEBHOOK_SECRET = setting("REMINDER_WEBHOOK_SECRET")
 REMINDER_WEBHOOK_RETRY_SECONDS = int_setting("REMINDER_WEBHOOK_RETRY_SECONDS", 86_400, 0, 30 * 86_400)
+# The MCP endpoint's public URL (RFC 8707 resource indicator): the `aud` its tokens carry, and
+# the origin its metadata URL is built on. Behind a proxy, the URL clients use.
+MCP_RESOURCE = setting("MCP_RESOURCE", f"http://{f'[{HOST}]' if ':' in HOST else HOST}:{PORT}/mcp")
+# Where an MCP client gets its tokens (RFC 9728 `authorization_servers`): Better Auth, when it
+# signs them; without JWKS_URL the service itself, whose login takes a `resource`.
+MCP_AUTHORIZATION_SERVER = setting("MCP_AUTHORIZATION_SERVER", JWT_ISSUER if JWKS_URL else None)
 RATE_LIMITS = {
     "signup": rate_setting("RATE_LIMIT_SIGNUP", "10/minute"),
     "login": rate_setting("RATE_LIMIT_LOGIN", "30/minute"),
@@ -171,6 +181,18 @@ if REMINDER_WEBHOOK_URL and not re.fullmatch(r"whsec_[A-Za-z0-9+/]{16,}={0,2}", 
 for origin in CORS_ORIGINS:
     if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
         invalid_setting("CORS_ORIGINS", f"holds {origin!r}, which is not an origin like https://app.example.com")
+
+mcp_url = urlsplit(MCP_RESOURCE)
+if mcp_url.scheme not in ("http", "https") or not mcp_url.hostname or mcp_url.query or mcp_url.fragment or "#" in MCP_RESOURCE:
+    invalid_setting("MCP_RESOURCE", f"must be an absolute http(s) URL without query or fragment, not {MCP_RESOURCE!r}")
+if MCP_RESOURCE == JWT_AUDIENCE:
+    invalid_setting("MCP_RESOURCE", "must differ from JWT_AUDIENCE, or API tokens would pass at /mcp and MCP tokens on the API")
+MCP_ORIGIN = f"{mcp_url.scheme}://{mcp_url.netloc}"
+MCP_AUTHORIZATION_SERVER = MCP_AUTHORIZATION_SERVER or MCP_ORIGIN
+if urlsplit(MCP_AUTHORIZATION_SERVER).scheme not in ("http", "https") or not urlsplit(MCP_AUTHORIZATION_SERVER).hostname:
+    invalid_setting("MCP_AUTHORIZATION_SERVER", f"must be the issuer URL of an OAuth authorization server, not {MCP_AUTHORIZATION_SERVER!r}")
+# RFC 9728 section 3.1: the well-known segment goes between the host and the resource's path.
+MCP_RESOURCE_METADATA = f"{MCP_ORIGIN}/.well-known/oauth-protected-resource{mcp_url.path.rstrip('/')}"
 
 MAX_ID = 2**63 - 1  # ids are 64-bit signed integers in both databases
 MAX_BODY_BYTES = 1024 * 1024
@@ -245,8 +267,8 @@ def exit_message_only(record: logging.LogRecord) -> bool:
 
 # Every line the process writes is JSON: uvicorn's own (main() keeps uvicorn from configuring
 # logging), asyncpg's pool, which reports each failed reconnect during an outage, and
-# asyncio's, which reports failed accepts. Only the request log may repeat itself.
-for logger in (log, logging.getLogger("uvicorn"), logging.getLogger("asyncpg"), logging.getLogger("asyncio")):
+# asyncio's, which reports failed accepts, and the MCP SDK's. Only the request log may repeat itself.
+for logger in (log, *map(logging.getLogger, ("uvicorn", "asyncpg", "asyncio", "mcp"))):
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(JsonLines())
@@ -670,9 +692,10 @@ SIGNING_JWK = public_jwk(SIGNING_KEY)
 OWN_KEYS = {SIGNING_JWK["kid"]: jwt.PyJWK(SIGNING_JWK)}
 
 
-def issue_token(user_id: int) -> str:
+def issue_token(user_id: int, audience: str = JWT_AUDIENCE) -> str:
+    """A login token for the API (JWT_AUDIENCE) or, asked for with `resource`, for /mcp (MCP_RESOURCE)."""
     now = int(time.time())
-    claims = {"sub": str(user_id), "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "iat": now, "exp": now + ACCESS_TOKEN_TTL}
+    claims = {"sub": str(user_id), "iss": JWT_ISSUER, "aud": audience, "iat": now, "exp": now + ACCESS_TOKEN_TTL}
     return jwt.encode(claims, SIGNING_KEY, algorithm="EdDSA", headers={"kid": SIGNING_JWK["kid"]})
 
 
@@ -782,17 +805,21 @@ async def linked_user_id(issuer: str, subject: str, email) -> int:
     return user["id"]
 
 
-# Tokens verified already, by their exact text, with the account they speak for: a frontend
+# Tokens verified already, by their exact text and the audience they were checked for (a
+# token good for the API is not thereby good at /mcp), with the account they speak for: a frontend
 # sends one token with every request of its lifetime, and checking its signature (and
 # finding its account) again costs more than the request's query. An entry holds only while
 # the token has not expired and its kid still names the very key that verified it, so a key
 # Better Auth drops or replaces ends its tokens here as it would uncached.
-verified_tokens: dict[str, tuple[str | None, jwt.PyJWK, int, float]] = {}
+verified_tokens: dict[tuple[str, str], tuple[str | None, jwt.PyJWK, int, float]] = {}
 VERIFIED_TOKENS_MAX = 10_000
 
 
-async def token_user_id(token: str) -> int:
-    """The backend user id a bearer token speaks for; jwt.InvalidTokenError for anything wrong with it.
+async def token_user_id(token: str, audience: str) -> int:
+    """The backend user id a bearer token speaks for at this audience (JWT_AUDIENCE for the API,
+    MCP_RESOURCE for /mcp: `aud` must be it or hold it); jwt.InvalidTokenError for anything wrong.
+
+    The one check of a token, for every route that takes one.
 
     The key that verified the token decides whose name `sub` is. The service's own key signs
     its login tokens, whose `sub` is a backend user id. A key from JWKS_URL is Better Auth's,
@@ -801,11 +828,11 @@ async def token_user_id(token: str) -> int:
     """
     if len(token) > MAX_TOKEN_CHARS:
         raise jwt.InvalidTokenError("token too long")
-    if token in verified_tokens:
-        kid, key, user_id, expires_at = verified_tokens[token]
+    if (token, audience) in verified_tokens:
+        kid, key, user_id, expires_at = verified_tokens[token, audience]
         if time.time() < expires_at and await verification_key(kid) is key:
             return user_id
-        verified_tokens.pop(token, None)
+        verified_tokens.pop((token, audience), None)
     header = jwt.get_unverified_header(token)
     kid = header.get("kid")
     key = await verification_key(kid)
@@ -817,7 +844,7 @@ async def token_user_id(token: str) -> int:
         checked_key,
         algorithms=algorithms,
         issuer=JWT_ISSUER,
-        audience=JWT_AUDIENCE,
+        audience=audience,
         leeway=CLOCK_LEEWAY_SECONDS,
         options={"require": ["exp", "iss", "aud", "sub"]},
     )
@@ -836,29 +863,43 @@ async def token_user_id(token: str) -> int:
         user_id = await linked_user_id(claims["iss"], subject, claims.get("email"))
     if len(verified_tokens) >= VERIFIED_TOKENS_MAX:
         verified_tokens.pop(next(iter(verified_tokens)))  # the oldest entry
-    verified_tokens[token] = (kid, key, user_id, claims["exp"] + CLOCK_LEEWAY_SECONDS)
+    verified_tokens[token, audience] = (kid, key, user_id, claims["exp"] + CLOCK_LEEWAY_SECONDS)
     return user_id
 
 
-NOT_SIGNED_IN = {"WWW-Authenticate": "Bearer"}
-INVALID_TOKEN = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+def bearer_challenge(*params: str) -> dict:
+    """The WWW-Authenticate header of a 401 (RFC 6750), with these auth-params."""
+    return {"WWW-Authenticate": " ".join(["Bearer", ", ".join(params)]).strip()}
 
 
-async def refusal(scope) -> Response | None:
-    """Why a request may not reach its route: no token (401), a bad one (401), or a path that
-    names another user (403). None when it may; the caller's id is then in scope["user_id"]."""
+# At /mcp, the 401 also says where the resource's metadata is (RFC 9728 section 5.1), so that
+# an MCP client can find the authorization server to get a token from.
+API_CHALLENGE: tuple[str, ...] = ()
+MCP_CHALLENGE = (f'resource_metadata="{MCP_RESOURCE_METADATA}"',)
+
+
+async def unauthenticated(scope, audience: str, challenge: tuple[str, ...]) -> Response | None:
+    """401 unless the request carries a bearer token good for this audience (no token, or one
+    that is there but not good here: `error="invalid_token"`). None when it does; the caller's
+    id is then in scope["user_id"]."""
     authorization = Headers(scope=scope).get("authorization")
     if authorization is None:
-        return problem(401, "Send an access token: Authorization: Bearer <token>.", NOT_SIGNED_IN)
+        return problem(401, "Send an access token: Authorization: Bearer <token>.", bearer_challenge(*challenge))
     scheme, _, token = authorization.strip().partition(" ")
     try:
         if scheme.lower() != "bearer":
             raise jwt.InvalidTokenError("not a bearer token")
-        scope["user_id"] = await token_user_id(token.strip())
+        scope["user_id"] = await token_user_id(token.strip(), audience)
     except jwt.InvalidTokenError:
-        return problem(401, "The access token is invalid or has expired.", INVALID_TOKEN)
-    scope["token_expires_at"] = verified_tokens[token.strip()][3] - CLOCK_LEEWAY_SECONDS  # an event stream ends then
-    return path_refusal(scope)
+        return problem(401, "The access token is invalid or has expired.", bearer_challenge(*challenge, 'error="invalid_token"'))
+    scope["token_expires_at"] = verified_tokens[token.strip(), audience][3] - CLOCK_LEEWAY_SECONDS  # an event stream ends then
+    return None
+
+
+async def refusal(scope) -> Response | None:
+    """Why a request may not reach its API route: no token (401), a bad one (401), or a path that
+    names another user (403). None when it may; the caller's id is then in scope["user_id"]."""
+    return await unauthenticated(scope, JWT_AUDIENCE, API_CHALLENGE) or path_refusal(scope)
 
 
 def path_refusal(scope) -> Response | None:
@@ -890,7 +931,7 @@ async def ticket_refusal(scope, ticket: str) -> Response | None:
     long as the token that asked for it lives."""
     row = await run("redeem_ticket", ticket_hash=hashlib.sha256(ticket.encode()).hexdigest(), now=utc_now())
     if row is None:
-        return problem(401, "The ticket is invalid, used or expired; ask for a new one.", INVALID_TOKEN)
+        return problem(401, "The ticket is invalid, used or expired; ask for a new one.", bearer_challenge('error="invalid_token"'))
     scope["user_id"], scope["token_expires_at"] = row["user_id"], row["token_expires_at"]
     return path_refusal(scope)
 
@@ -906,6 +947,23 @@ def signed_in_or_ticket(app):
         await (response or app)(scope, receive, send)
 
     return authenticate
+
+
+def mcp_guard(app):
+    """The authentication middleware of /mcp, as an OAuth resource server: a browser page from
+    an origin outside CORS_ORIGINS is refused (403), then a token must be one for MCP_RESOURCE
+    (401 naming the resource's metadata). The MCP server below it reads the caller from
+    scope["user_id"], as the API's handlers do."""
+
+    async def guard(scope, receive, send):
+        origin = Headers(scope=scope).get("origin")
+        if origin is not None and "*" not in CORS_ORIGINS and origin not in CORS_ORIGINS:
+            response = problem(403, "This origin may not call /mcp: it is not one of CORS_ORIGINS.")
+        else:
+            response = await unauthenticated(scope, MCP_RESOURCE, MCP_CHALLENGE)
+        await (response or app)(scope, receive, send)
+
+    return guard
 
 
 # Fixed windows per (limit, client or email), each opened by its first hit. On PostgreSQL
@@ -1030,9 +1088,17 @@ class Signup(BaseModel):
 
 class Login(BaseModel):
     # Any strings: a malformed email or password is a wrong credential (401), not a 400.
-    model_config = STRICT
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=lambda schema: no_defaults(schema))
     email: Annotated[str, Field(max_length=320)]
     password: Annotated[str, Field(max_length=1024)]
+    # RFC 8707's resource indicator: MCP_RESOURCE asks for a token for /mcp instead of the API.
+    # The document says it in words, not as a const: it is a setting, and types generated from one
+    # deployment's document must not bake its URL in.
+    resource: Annotated[str, Field(
+        max_length=2048,
+        description="Omitted: a token for the API. MCP_RESOURCE, the `resource` of /.well-known/oauth-protected-resource/mcp: a token for /mcp. Anything else: 400.",
+        json_schema_extra={"format": "uri"},
+    )] = None
 
 
 RFC_3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})")
@@ -1233,6 +1299,7 @@ class ProblemError(Exception):
 
     def __init__(self, status: int, detail: str, headers: dict | None = None, **extra):
         self.response = problem(status, detail, headers, **extra)
+        self.detail, self.errors = detail, extra.get("errors", [])  # what an MCP tool error says
 
 
 SERVER_FIELDS = {"id", "user_id", "created_at", "updated_at"}
@@ -1360,13 +1427,12 @@ def true_or_false(query: dict, name: str) -> bool | None:
     return None if name not in query else query[name] == "true"
 
 
-def list_query(request: Request) -> tuple[str, dict | None, dict]:
+def list_query(items: list[tuple[str, str]]) -> tuple[str, dict | None, dict]:
     """The sort key, the filters (None: no filter) and the page of a task list, as the list's SQL takes them.
 
     Every parameter is checked here, so that what reaches SQL is a value of a known type,
     and the sort is a key of SORT_ORDERS. `tag` alone may repeat: a task must carry them all.
     """
-    items = request.query_params.multi_items()
     names = [name for name, _ in items]
     for name in names:
         if name not in LIST_PARAMETERS:
@@ -1554,6 +1620,9 @@ async def login(request: Request) -> Response:
         raise queue_full()
     await enforce_rate_limit("login", client_key(request))
     body = await parse_body(request, Login)
+    if body.resource not in (None, MCP_RESOURCE):
+        message = f"must be {MCP_RESOURCE} (the MCP endpoint), or left out for the API"
+        raise ProblemError(400, f"The resource {message}.", errors=[{"field": "resource", "message": message}])
     email = body.email.strip().lower()
     # Only an address signup accepts can exist; anything else (a NUL, which PostgreSQL text
     # cannot even hold) skips the lookup but still pays for the dummy hash.
@@ -1567,7 +1636,7 @@ async def login(request: Request) -> Response:
         raise ProblemError(401, "The email or the password is wrong.")
     return JSONResponse(
         {
-            "access_token": issue_token(user["id"]),
+            "access_token": issue_token(user["id"], body.resource or JWT_AUDIENCE),
             "token_type": "Bearer",
             "expires_in": ACCESS_TOKEN_TTL,
             "user": {"id": user["id"], "email": user["email"]},
@@ -1591,7 +1660,7 @@ async def me(request: Request) -> Response:
 
 async def list_tasks(request: Request) -> Response:
     """The caller's tasks, filtered and sorted as the query asks (newest first by default); 304 when nothing changed."""
-    user_id, query = request.scope["user_id"], list_query(request)
+    user_id, query = request.scope["user_id"], list_query(request.query_params.multi_items())
     if "if-none-match" in request.headers:  # answered before any page is built
         current = list_etag((await run("feed_position", user_id=user_id))["position"], query)
         if not_modified(request, current):
@@ -1750,6 +1819,225 @@ async def readyz(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     """This API, as OpenAPI 3.1."""
     return JSONResponse(OPENAPI_DOCUMENT)
+
+
+async def mcp_resource_metadata(request: Request) -> Response:
+    """/mcp as an OAuth protected resource (RFC 9728): its URL and where to get tokens for it."""
+    document = {
+        "resource": MCP_RESOURCE,
+        "authorization_servers": [MCP_AUTHORIZATION_SERVER],
+        "bearer_methods_supported": ["header"],
+        "resource_signing_alg_values_supported": JWT_ALGORITHMS,
+        "resource_name": "todo-backend",
+    }
+    return JSONResponse(document, headers={"Cache-Control": "public, max-age=300"})
+
+
+async def resource_metadata_fallback(request: Request) -> Response:
+    """The same metadata at the root well-known path, where MCP clients look when the other is missing."""
+    return await mcp_resource_metadata(request)
+
+
+# ---------------------------------------------------------------------------------------
+# Assistants: the MCP server (the official SDK, Streamable HTTP at /mcp behind mcp_guard) and
+# its tools, each a thin call into the steps above for the caller mcp_guard found, so that
+# their validation, ownership, problem texts and writes are the API's own.
+# ---------------------------------------------------------------------------------------
+
+
+class TaskResult(TypedDict):
+    """A task as the tools answer it: the API's task JSON. The SDK drops from the structured
+    result every field not declared here, so a field the task JSON gains is added here too."""
+
+    id: int
+    user_id: int
+    title: str
+    description: str | None
+    completed: bool
+    priority: Priority
+    due_at: str | None
+    tags: list[str]
+    recurrence: dict | None
+    time_zone: str
+    reminders: list[dict]
+    series_id: int | None
+    next_id: int | None
+    created_at: str
+    updated_at: str
+
+
+class TaskList(TypedDict):
+    tasks: list[TaskResult]
+    total: int  # every match, before the limit
+
+
+class DeletedTask(TypedDict):
+    id: int
+    deleted: Literal[True]
+
+
+# Creating an MCPServer calls logging.basicConfig with a Rich handler (multi-line, not JSON):
+# the root logger is put back as it was; the SDK's loggers ("mcp") write JSON lines above.
+root_handlers, root_level = list(logging.root.handlers), logging.root.level
+mcp_server = MCPServer(
+    "todo-backend",
+    instructions="The signed-in user's tasks: add, list, complete, update and delete them.",
+    subscriptions=False,  # subscriptions/listen would hold a stream open through shutdown
+)
+logging.root.handlers[:], logging.root.level = root_handlers, root_level
+# Stateless, and JSON answers instead of event streams: every POST gets its answer and ends,
+# so nothing holds up a graceful shutdown, and any replica can answer any request. The SDK's
+# app is not used, only its session manager, which lifespan() runs: its DNS-rebinding guard
+# (421 for a Host it was not told about) is off, because mcp_guard checks the Origin against
+# CORS_ORIGINS and every request needs a bearer token; its auth settings are unused, because
+# mcp_guard is the resource server.
+mcp_server.streamable_http_app(
+    stateless_http=True,
+    json_response=True,
+    max_request_body_size=MAX_BODY_BYTES,
+    transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+)
+
+
+class McpEndpoint:
+    """Model Context Protocol for assistants: JSON-RPC over Streamable HTTP, on the token's user's tasks."""
+
+    __name__ = "mcp"  # the OpenAPI document's operationId, as a handler's function name is
+
+    async def __call__(self, scope, receive, send):
+        await mcp_server.session_manager.handle_request(scope, receive, send)
+
+
+mcp_endpoint = McpEndpoint()
+
+
+def tool_caller(ctx: Context) -> int:
+    """The user mcp_guard verified the request's token for."""
+    return ctx.request_context.request.scope["user_id"]
+
+
+def tool_arguments(ctx: Context, tool: str, names: tuple[str, ...]) -> dict:
+    """The call's arguments as the client sent them: an omitted one is absent, a null one None
+    (the SDK's parameters cannot tell these apart, and update_task must)."""
+    arguments = dict((ctx.request_context.params or {}).get("arguments") or {})
+    for name in arguments:
+        if name not in names:
+            raise ProblemError(400, "The arguments are not valid.", errors=[{"field": name, "message": f"is not an argument of {tool}"}])
+    return arguments
+
+
+def validated(schema: type[BaseModel], arguments: dict):
+    """The arguments through the API's own body model, with its messages."""
+    try:
+        return schema.model_validate(arguments)
+    except ValidationError as exc:
+        raise ProblemError(400, "The arguments are not valid.", errors=field_errors(exc)) from None
+
+
+def tool_error(text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+
+
+def mcp_tool(name: str):
+    """Register a tool under its contract name (the function keeps its own, so that it never
+    shadows a handler). A problem the steps raise becomes a tool error with the problem's text."""
+
+    def register(function):
+        @functools.wraps(function)
+        async def tool(*args, **kwargs):
+            try:
+                return await function(*args, **kwargs)
+            except ProblemError as exc:
+                fields = "; ".join(f"{error['field']}: {error['message']}" for error in exc.errors)
+                return tool_error(f"{exc.detail} {fields}".strip())
+            except DATABASE_UNAVAILABLE as exc:
+                log.warning("database unavailable: %s", type(exc).__name__)
+                return tool_error("The database is unavailable; try again shortly.")
+
+        mcp_server.tool(name=name)(tool)
+        return function
+
+    return register
+
+
+TaskId = Annotated[int, Field(strict=True, ge=1, le=MAX_ID, description="The task's id")]
+TOOL_TASK_FIELDS = ("title", "description", "priority", "due_at", "tags")
+DESCRIBED = {
+    "title": "1 to 255 characters",
+    "description": "At most 10,000 characters, or null",
+    "priority": "low, medium or high",
+    "due_at": "RFC 3339 date-time with an offset (2026-12-24T18:00:00+01:00), or null",
+    "tags": "Up to 20 tags of 1 to 32 characters, no commas; kept lower-cased",
+}
+
+
+def described(kind, name: str):
+    return Annotated[kind, Field(description=DESCRIBED[name])]
+
+
+def task_result(task) -> TaskResult:
+    return json.loads(task["body"])
+
+
+@mcp_tool("add_task")
+async def add_task_tool(
+    ctx: Context,
+    title: described(str, "title"),
+    description: described(str | None, "description") = None,
+    priority: described(Priority, "priority") = "medium",
+    due_at: described(str | None, "due_at") = None,
+    tags: described(list[str], "tags") = (),
+) -> TaskResult:
+    """Add a task for the user; it answers the task made."""
+    body = validated(TaskFields, tool_arguments(ctx, "add_task", TOOL_TASK_FIELDS))
+    return task_result(await new_task(tool_caller(ctx), body))
+
+
+@mcp_tool("list_tasks")
+async def list_tasks_tool(
+    ctx: Context,
+    status: Annotated[Literal["all", "pending", "completed"], Field(description="pending: not completed")] = "all",
+    q: Annotated[str | None, Field(description="1 to 200 characters found, ignoring case, in the title or description")] = None,
+    tag: Annotated[str | None, Field(description="Only tasks carrying this tag")] = None,
+    limit: Annotated[int, Field(strict=True, ge=1, le=100, description="At most this many tasks, newest first")] = 50,
+) -> TaskList:
+    """The user's tasks, newest first, and how many match in all."""
+    query = [("limit", str(limit))]
+    if status != "all":
+        query.append(("completed", "true" if status == "completed" else "false"))
+    query += [(name, value) for name, value in (("q", q), ("tag", tag)) if value is not None]
+    page = await task_page(tool_caller(ctx), *list_query(query))
+    return {"tasks": json.loads(page["body"]), "total": page["total"]}
+
+
+@mcp_tool("complete_task")
+async def complete_task_tool(ctx: Context, task_id: TaskId) -> TaskResult:
+    """Mark one of the user's tasks done; a recurring one makes its next occurrence."""
+    return task_result(await completed_task(tool_caller(ctx), task_id, True))
+
+
+@mcp_tool("update_task")
+async def update_task_tool(
+    ctx: Context,
+    task_id: TaskId,
+    title: described(str | None, "title") = None,
+    description: described(str | None, "description") = None,
+    priority: described(Priority | None, "priority") = None,
+    due_at: described(str | None, "due_at") = None,
+    tags: described(list[str] | None, "tags") = None,
+) -> TaskResult:
+    """Change the fields given, and only those (null clears description or due_at)."""
+    arguments = tool_arguments(ctx, "update_task", ("task_id", *TOOL_TASK_FIELDS))
+    arguments.pop("task_id")
+    body = validated(TaskChanges, arguments)
+    return task_result(await changed_task(tool_caller(ctx), task_id, body))
+
+
+@mcp_tool("delete_task")
+async def delete_task_tool(ctx: Context, task_id: TaskId) -> DeletedTask:
+    """Delete one of the user's tasks."""
+    await deleted_task(tool_caller(ctx), task_id)
+    return {"id": task_id, "deleted": True}
 
 
 # ---------------------------------------------------------------------------------------
@@ -2304,8 +2592,10 @@ def cors(app):
         app,
         allow_origins=CORS_ORIGINS,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match", "Last-Event-ID", "X-Request-ID"],
-        expose_headers=["ETag", "Link", "Location", "Retry-After", "X-Request-ID", "X-Total-Count"],
+        # Mcp-Protocol-Version and Mcp-Session-Id: what a browser-based MCP client sends to
+        # /mcp; it reads WWW-Authenticate to find the resource's metadata.
+        allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match", "Last-Event-ID", "Mcp-Protocol-Version", "Mcp-Session-Id", "X-Request-ID"],
+        expose_headers=["ETag", "Link", "Location", "Mcp-Session-Id", "Retry-After", "WWW-Authenticate", "X-Request-ID", "X-Total-Count"],
         max_age=600,
     )
 
@@ -2391,6 +2681,15 @@ def request_log(app):
 # ---------------------------------------------------------------------------------------
 # The OpenAPI document: request schemas from the body models, the rest written out here.
 # ---------------------------------------------------------------------------------------
+
+class JsonRpcRequest(BaseModel):
+    """A JSON-RPC 2.0 message of the Model Context Protocol: initialize, tools/list, tools/call, ..."""
+
+    jsonrpc: Literal["2.0"]
+    id: int | str | None = None
+    method: str
+    params: dict | None = None
+
 
 TIMESTAMP = {"type": "string", "format": "date-time"}
 ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
@@ -2491,6 +2790,24 @@ RESPONSE_SCHEMAS = {
         "additionalProperties": False,
     },
     "Status": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+    "ProtectedResource": {
+        "type": "object",
+        "description": "OAuth 2.0 Protected Resource Metadata (RFC 9728)",
+        "required": ["resource", "authorization_servers"],
+        "properties": {
+            "resource": {"type": "string", "format": "uri"},
+            "authorization_servers": {"type": "array", "items": {"type": "string"}},
+            "bearer_methods_supported": {"type": "array", "items": {"type": "string"}},
+            "resource_signing_alg_values_supported": {"type": "array", "items": {"type": "string"}},
+            "resource_name": {"type": "string"},
+        },
+    },
+    "JsonRpcResponse": {
+        "type": "object",
+        "description": "A JSON-RPC 2.0 response: result or error (MCP; the tools are listed by tools/list)",
+        "required": ["jsonrpc"],
+        "properties": {"jsonrpc": {"const": "2.0"}, "id": {"type": ["integer", "string", "null"]}, "result": {}, "error": {"type": "object"}},
+    },
     "Problem": {
         "type": "object",
         "required": ["type", "title", "status", "detail"],
@@ -2523,7 +2840,7 @@ EVENT_SCHEMA = {
 ERROR_MEANINGS = {
     400: "The body or query is not valid",
     401: "No access token, or an invalid or expired one",
-    403: "The path names another user than the token",
+    403: "The path names another user than the token (at /mcp: an Origin outside CORS_ORIGINS)",
     404: "No such task or user for the caller",
     409: "The email is taken",
     410: "The cursor is older than the deletions the feed remembers: sync again without since",
@@ -2557,6 +2874,10 @@ OPERATIONS = {
     healthz: (None, 200, "Status", (), False),
     readyz: (None, 200, "Status", (503,), False),
     openapi: (None, 200, {"type": "object"}, (), False),
+    mcp_resource_metadata: (None, 200, "ProtectedResource", (), False),
+    resource_metadata_fallback: (None, 200, "ProtectedResource", (), False),
+    # The SDK answers a malformed message itself, as a JSON-RPC error; only these are ours.
+    mcp_endpoint: (JsonRpcRequest, 200, "JsonRpcResponse", (401, 403), True),
 }
 TIMESTAMP_PARAMETER = {"type": "string", "format": "date-time"}
 QUERY_PARAMETERS = {
@@ -2708,6 +3029,11 @@ routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/.well-known/oauth-protected-resource/mcp", mcp_resource_metadata, methods=["GET"]),
+    Route("/.well-known/oauth-protected-resource", resource_metadata_fallback, methods=["GET"]),
+    # POST only: a GET would open the SDK's event stream, which nothing here sends on (the
+    # tools answer in their POST) and which would hold up shutdown; 405 tells a client so.
+    Route("/mcp", mcp_endpoint, methods=["POST"], middleware=[Middleware(mcp_guard)]),
 ]
 
 OPENAPI_DOCUMENT = openapi_document(routes)
@@ -2755,7 +3081,8 @@ async def lifespan(app):
     # all again pauses every request in flight for tens of milliseconds.
     gc.freeze()
     try:
-        yield
+        async with mcp_server.session_manager.run():  # a mounted app's own lifespan never runs
+            yield
     finally:
         shutting_down.set()
         for chore in chores:

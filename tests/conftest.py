@@ -246,7 +246,7 @@ def service_environment(database_url: str, issuer: Issuer, **overrides) -> dict:
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("DATABASE_", "JWT_", "JWKS_", "RATE_LIMIT_", "CORS_", "TRUSTED_", "ACCESS_TOKEN"))
+        if not name.startswith(("DATABASE_", "JWT_", "JWKS_", "RATE_LIMIT_", "CORS_", "TRUSTED_", "ACCESS_TOKEN", "MCP_"))
     }
     env.update(
         DATABASE_URL=database_url,
@@ -263,6 +263,7 @@ def service_environment(database_url: str, issuer: Issuer, **overrides) -> dict:
         PORT=str(free_port()),
     )
     env.update(overrides)
+    env.setdefault("MCP_RESOURCE", f"http://127.0.0.1:{env['PORT']}/mcp")  # its own URL, as a deploy sets it
     return {name: value for name, value in env.items() if value is not None}
 
 

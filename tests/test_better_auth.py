@@ -79,7 +79,9 @@ def started_stack(directory: Path, **better_auth_settings):
         # Better Auth's defaults: iss and aud are its base URL, the JWKS is at /api/auth/jwks.
         issuer = SimpleNamespace(jwks_url=f"{auth_url}/api/auth/jwks")
         env = service_environment(database_url, issuer, JWT_ISSUER=auth_url, JWT_AUDIENCE=auth_url)
-        with running_better_auth(node, auth_url, directory / "better-auth.log", **better_auth_settings):
+        # Better Auth is also the authorization server of the service's /mcp (its OAuth provider).
+        settings = {"MCP_RESOURCE": env["MCP_RESOURCE"], **better_auth_settings}
+        with running_better_auth(node, auth_url, directory / "better-auth.log", **settings):
             with running_service(env, directory / "service.log") as service, ExitStack() as clients:
                 # The service fetched the JWKS while starting (Better Auth made its first key then).
                 jwks_fetched_by = time.monotonic()

@@ -57,6 +57,9 @@ def test_the_service_reads_a_dotenv_file_beside_where_it_runs(tmp_path):
         ("RATE_LIMIT_SIGNUP", "0/minute"),
         ("LOG_LEVEL", "loud"),
         ("DATABASE_POOL_SIZE", "0"),
+        ("MCP_RESOURCE", "ftp://api.example.com/mcp"),
+        ("MCP_RESOURCE", "https://api.example.com/mcp#tools"),
+        ("MCP_AUTHORIZATION_SERVER", "auth.example.com"),
     ],
     ids=lambda value: value if len(value) < 30 else value[:30],
 )
@@ -70,6 +73,14 @@ def test_an_invalid_setting_stops_start_up_with_one_line_naming_it(tmp_path, var
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"todo-backend: invalid configuration: {variable}")
     assert "Traceback" not in result.stderr
+
+
+def test_an_mcp_resource_equal_to_the_api_audience_stops_start_up(tmp_path):
+    """Else an API token would pass at /mcp and an MCP token on the API."""
+    env = clean_environment(JWT_AUDIENCE="https://api.example.com/mcp", MCP_RESOURCE="https://api.example.com/mcp")
+    result = subprocess.run([sys.executable, str(ROOT / "todo_service.py")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("todo-backend: invalid configuration: MCP_RESOURCE must differ from JWT_AUDIENCE")
 
 
 def test_jwks_url_without_issuer_and_audience_stops_start_up(tmp_path):

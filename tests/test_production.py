@@ -296,6 +296,9 @@ OPERATIONS = [
     ("GET", "/healthz", 200, set(), False),
     ("GET", "/readyz", 200, {503}, False),
     ("GET", "/openapi.json", 200, set(), False),
+    ("GET", "/.well-known/oauth-protected-resource/mcp", 200, set(), False),
+    ("GET", "/.well-known/oauth-protected-resource", 200, set(), False),
+    ("POST", "/mcp", 200, {401, 403}, True),
 ]
 OPERATION_IDS = [f"{method} {path}" for method, path, *_ in OPERATIONS]
 
