@@ -2,10 +2,13 @@
 
 Read top to bottom, in the order a request meets it: settings, database and SQL,
 security (passwords and their queue, tokens, JWKS, linked accounts, the authentication
-middleware and /mcp's, rate limits), body schemas, errors, the steps handlers share,
-handlers, the MCP server and its tools (thin calls into those steps), the request log and
-read deadlines, the OpenAPI document, routes, and the app. Task bodies are
-written by the database itself (sql/<database>/json.sql).
+middleware, tickets and /mcp's guard, rate limits), body schemas, errors, the steps handlers
+share, handlers, then the three capabilities of version 3, each a section of its own on the
+same steps and SQL: changes and live events (the feed, cursors, event streams, LISTEN/NOTIFY),
+recurrence and reminders (the next occurrence, reminders fired once, their webhook), and
+assistants (the MCP server and its tools); then the request log and read deadlines, the
+OpenAPI document, routes, and the app. Task bodies are written by the database itself
+(sql/<database>/json.sql), and so is every change (the triggers of sql/schema/).
 `uv run todo_service.py` serves it; every setting comes from the environment (or `.env`).
 """
 
@@ -1839,208 +1842,6 @@ async def resource_metadata_fallback(request: Request) -> Response:
 
 
 # ---------------------------------------------------------------------------------------
-# Assistants: the MCP server (the official SDK, Streamable HTTP at /mcp behind mcp_guard) and
-# its tools, each a thin call into the steps above for the caller mcp_guard found, so that
-# their validation, ownership, problem texts and writes are the API's own.
-# ---------------------------------------------------------------------------------------
-
-
-class TaskResult(TypedDict):
-    """A task as the tools answer it: the API's task JSON. The SDK drops from the structured
-    result every field not declared here, so a field the task JSON gains is added here too."""
-
-    id: int
-    user_id: int
-    title: str
-    description: str | None
-    completed: bool
-    priority: Priority
-    due_at: str | None
-    tags: list[str]
-    recurrence: dict | None
-    time_zone: str
-    reminders: list[dict]
-    series_id: int | None
-    next_id: int | None
-    created_at: str
-    updated_at: str
-
-
-class TaskList(TypedDict):
-    tasks: list[TaskResult]
-    total: int  # every match, before the limit
-
-
-class DeletedTask(TypedDict):
-    id: int
-    deleted: Literal[True]
-
-
-# Creating an MCPServer calls logging.basicConfig with a Rich handler (multi-line, not JSON):
-# the root logger is put back as it was; the SDK's loggers ("mcp") write JSON lines above.
-root_handlers, root_level = list(logging.root.handlers), logging.root.level
-mcp_server = MCPServer(
-    "todo-backend",
-    instructions="The signed-in user's tasks: add, list, complete, update and delete them.",
-    subscriptions=False,  # subscriptions/listen would hold a stream open through shutdown
-)
-logging.root.handlers[:], logging.root.level = root_handlers, root_level
-# Stateless, and JSON answers instead of event streams: every POST gets its answer and ends,
-# so nothing holds up a graceful shutdown, and any replica can answer any request. The SDK's
-# app is not used, only its session manager, which lifespan() runs: its DNS-rebinding guard
-# (421 for a Host it was not told about) is off, because mcp_guard checks the Origin against
-# CORS_ORIGINS and every request needs a bearer token; its auth settings are unused, because
-# mcp_guard is the resource server.
-mcp_server.streamable_http_app(
-    stateless_http=True,
-    json_response=True,
-    max_request_body_size=MAX_BODY_BYTES,
-    transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-)
-
-
-class McpEndpoint:
-    """Model Context Protocol for assistants: JSON-RPC over Streamable HTTP, on the token's user's tasks."""
-
-    __name__ = "mcp"  # the OpenAPI document's operationId, as a handler's function name is
-
-    async def __call__(self, scope, receive, send):
-        await mcp_server.session_manager.handle_request(scope, receive, send)
-
-
-mcp_endpoint = McpEndpoint()
-
-
-def tool_caller(ctx: Context) -> int:
-    """The user mcp_guard verified the request's token for."""
-    return ctx.request_context.request.scope["user_id"]
-
-
-def tool_arguments(ctx: Context, tool: str, names: tuple[str, ...]) -> dict:
-    """The call's arguments as the client sent them: an omitted one is absent, a null one None
-    (the SDK's parameters cannot tell these apart, and update_task must)."""
-    arguments = dict((ctx.request_context.params or {}).get("arguments") or {})
-    for name in arguments:
-        if name not in names:
-            raise ProblemError(400, "The arguments are not valid.", errors=[{"field": name, "message": f"is not an argument of {tool}"}])
-    return arguments
-
-
-def validated(schema: type[BaseModel], arguments: dict):
-    """The arguments through the API's own body model, with its messages."""
-    try:
-        return schema.model_validate(arguments)
-    except ValidationError as exc:
-        raise ProblemError(400, "The arguments are not valid.", errors=field_errors(exc)) from None
-
-
-def tool_error(text: str) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
-
-
-def mcp_tool(name: str):
-    """Register a tool under its contract name (the function keeps its own, so that it never
-    shadows a handler). A problem the steps raise becomes a tool error with the problem's text."""
-
-    def register(function):
-        @functools.wraps(function)
-        async def tool(*args, **kwargs):
-            try:
-                return await function(*args, **kwargs)
-            except ProblemError as exc:
-                fields = "; ".join(f"{error['field']}: {error['message']}" for error in exc.errors)
-                return tool_error(f"{exc.detail} {fields}".strip())
-            except DATABASE_UNAVAILABLE as exc:
-                log.warning("database unavailable: %s", type(exc).__name__)
-                return tool_error("The database is unavailable; try again shortly.")
-
-        mcp_server.tool(name=name)(tool)
-        return function
-
-    return register
-
-
-TaskId = Annotated[int, Field(strict=True, ge=1, le=MAX_ID, description="The task's id")]
-TOOL_TASK_FIELDS = ("title", "description", "priority", "due_at", "tags")
-DESCRIBED = {
-    "title": "1 to 255 characters",
-    "description": "At most 10,000 characters, or null",
-    "priority": "low, medium or high",
-    "due_at": "RFC 3339 date-time with an offset (2026-12-24T18:00:00+01:00), or null",
-    "tags": "Up to 20 tags of 1 to 32 characters, no commas; kept lower-cased",
-}
-
-
-def described(kind, name: str):
-    return Annotated[kind, Field(description=DESCRIBED[name])]
-
-
-def task_result(task) -> TaskResult:
-    return json.loads(task["body"])
-
-
-@mcp_tool("add_task")
-async def add_task_tool(
-    ctx: Context,
-    title: described(str, "title"),
-    description: described(str | None, "description") = None,
-    priority: described(Priority, "priority") = "medium",
-    due_at: described(str | None, "due_at") = None,
-    tags: described(list[str], "tags") = (),
-) -> TaskResult:
-    """Add a task for the user; it answers the task made."""
-    body = validated(TaskFields, tool_arguments(ctx, "add_task", TOOL_TASK_FIELDS))
-    return task_result(await new_task(tool_caller(ctx), body))
-
-
-@mcp_tool("list_tasks")
-async def list_tasks_tool(
-    ctx: Context,
-    status: Annotated[Literal["all", "pending", "completed"], Field(description="pending: not completed")] = "all",
-    q: Annotated[str | None, Field(description="1 to 200 characters found, ignoring case, in the title or description")] = None,
-    tag: Annotated[str | None, Field(description="Only tasks carrying this tag")] = None,
-    limit: Annotated[int, Field(strict=True, ge=1, le=100, description="At most this many tasks, newest first")] = 50,
-) -> TaskList:
-    """The user's tasks, newest first, and how many match in all."""
-    query = [("limit", str(limit))]
-    if status != "all":
-        query.append(("completed", "true" if status == "completed" else "false"))
-    query += [(name, value) for name, value in (("q", q), ("tag", tag)) if value is not None]
-    page = await task_page(tool_caller(ctx), *list_query(query))
-    return {"tasks": json.loads(page["body"]), "total": page["total"]}
-
-
-@mcp_tool("complete_task")
-async def complete_task_tool(ctx: Context, task_id: TaskId) -> TaskResult:
-    """Mark one of the user's tasks done; a recurring one makes its next occurrence."""
-    return task_result(await completed_task(tool_caller(ctx), task_id, True))
-
-
-@mcp_tool("update_task")
-async def update_task_tool(
-    ctx: Context,
-    task_id: TaskId,
-    title: described(str | None, "title") = None,
-    description: described(str | None, "description") = None,
-    priority: described(Priority | None, "priority") = None,
-    due_at: described(str | None, "due_at") = None,
-    tags: described(list[str] | None, "tags") = None,
-) -> TaskResult:
-    """Change the fields given, and only those (null clears description or due_at)."""
-    arguments = tool_arguments(ctx, "update_task", ("task_id", *TOOL_TASK_FIELDS))
-    arguments.pop("task_id")
-    body = validated(TaskChanges, arguments)
-    return task_result(await changed_task(tool_caller(ctx), task_id, body))
-
-
-@mcp_tool("delete_task")
-async def delete_task_tool(ctx: Context, task_id: TaskId) -> DeletedTask:
-    """Delete one of the user's tasks."""
-    await deleted_task(tool_caller(ctx), task_id)
-    return {"id": task_id, "deleted": True}
-
-
-# ---------------------------------------------------------------------------------------
 # Changes and live events (v3): the feed every write leaves (sql/changes.sql), its cursors,
 # the list's ETag, and event streams that every replica wakes through LISTEN/NOTIFY.
 # ---------------------------------------------------------------------------------------
@@ -2379,6 +2180,208 @@ async def repeat(chore, seconds: float, at_once: bool = False) -> None:
         except Exception:
             log.exception("%s failed", chore.__name__)
         await asyncio.sleep(seconds)
+
+
+# ---------------------------------------------------------------------------------------
+# Assistants (v3): the MCP server (the official SDK, Streamable HTTP at /mcp behind mcp_guard) and
+# its tools, each a thin call into the steps above for the caller mcp_guard found, so that
+# their validation, ownership, problem texts and writes are the API's own.
+# ---------------------------------------------------------------------------------------
+
+
+class TaskResult(TypedDict):
+    """A task as the tools answer it: the API's task JSON. The SDK drops from the structured
+    result every field not declared here, so a field the task JSON gains is added here too."""
+
+    id: int
+    user_id: int
+    title: str
+    description: str | None
+    completed: bool
+    priority: Priority
+    due_at: str | None
+    tags: list[str]
+    recurrence: dict | None
+    time_zone: str
+    reminders: list[dict]
+    series_id: int | None
+    next_id: int | None
+    created_at: str
+    updated_at: str
+
+
+class TaskList(TypedDict):
+    tasks: list[TaskResult]
+    total: int  # every match, before the limit
+
+
+class DeletedTask(TypedDict):
+    id: int
+    deleted: Literal[True]
+
+
+# Creating an MCPServer calls logging.basicConfig with a Rich handler (multi-line, not JSON):
+# the root logger is put back as it was; the SDK's loggers ("mcp") write JSON lines above.
+root_handlers, root_level = list(logging.root.handlers), logging.root.level
+mcp_server = MCPServer(
+    "todo-backend",
+    instructions="The signed-in user's tasks: add, list, complete, update and delete them.",
+    subscriptions=False,  # subscriptions/listen would hold a stream open through shutdown
+)
+logging.root.handlers[:], logging.root.level = root_handlers, root_level
+# Stateless, and JSON answers instead of event streams: every POST gets its answer and ends,
+# so nothing holds up a graceful shutdown, and any replica can answer any request. The SDK's
+# app is not used, only its session manager, which lifespan() runs: its DNS-rebinding guard
+# (421 for a Host it was not told about) is off, because mcp_guard checks the Origin against
+# CORS_ORIGINS and every request needs a bearer token; its auth settings are unused, because
+# mcp_guard is the resource server.
+mcp_server.streamable_http_app(
+    stateless_http=True,
+    json_response=True,
+    max_request_body_size=MAX_BODY_BYTES,
+    transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+)
+
+
+class McpEndpoint:
+    """Model Context Protocol for assistants: JSON-RPC over Streamable HTTP, on the token's user's tasks."""
+
+    __name__ = "mcp"  # the OpenAPI document's operationId, as a handler's function name is
+
+    async def __call__(self, scope, receive, send):
+        await mcp_server.session_manager.handle_request(scope, receive, send)
+
+
+mcp_endpoint = McpEndpoint()
+
+
+def tool_caller(ctx: Context) -> int:
+    """The user mcp_guard verified the request's token for."""
+    return ctx.request_context.request.scope["user_id"]
+
+
+def tool_arguments(ctx: Context, tool: str, names: tuple[str, ...]) -> dict:
+    """The call's arguments as the client sent them: an omitted one is absent, a null one None
+    (the SDK's parameters cannot tell these apart, and update_task must)."""
+    arguments = dict((ctx.request_context.params or {}).get("arguments") or {})
+    for name in arguments:
+        if name not in names:
+            raise ProblemError(400, "The arguments are not valid.", errors=[{"field": name, "message": f"is not an argument of {tool}"}])
+    return arguments
+
+
+def validated(schema: type[BaseModel], arguments: dict):
+    """The arguments through the API's own body model, with its messages."""
+    try:
+        return schema.model_validate(arguments)
+    except ValidationError as exc:
+        raise ProblemError(400, "The arguments are not valid.", errors=field_errors(exc)) from None
+
+
+def tool_error(text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+
+
+def mcp_tool(name: str):
+    """Register a tool under its contract name (the function keeps its own, so that it never
+    shadows a handler). A problem the steps raise becomes a tool error with the problem's text."""
+
+    def register(function):
+        @functools.wraps(function)
+        async def tool(*args, **kwargs):
+            try:
+                return await function(*args, **kwargs)
+            except ProblemError as exc:
+                fields = "; ".join(f"{error['field']}: {error['message']}" for error in exc.errors)
+                return tool_error(f"{exc.detail} {fields}".strip())
+            except DATABASE_UNAVAILABLE as exc:
+                log.warning("database unavailable: %s", type(exc).__name__)
+                return tool_error("The database is unavailable; try again shortly.")
+
+        mcp_server.tool(name=name)(tool)
+        return function
+
+    return register
+
+
+TaskId = Annotated[int, Field(strict=True, ge=1, le=MAX_ID, description="The task's id")]
+TOOL_TASK_FIELDS = ("title", "description", "priority", "due_at", "tags")
+DESCRIBED = {
+    "title": "1 to 255 characters",
+    "description": "At most 10,000 characters, or null",
+    "priority": "low, medium or high",
+    "due_at": "RFC 3339 date-time with an offset (2026-12-24T18:00:00+01:00), or null",
+    "tags": "Up to 20 tags of 1 to 32 characters, no commas; kept lower-cased",
+}
+
+
+def described(kind, name: str):
+    return Annotated[kind, Field(description=DESCRIBED[name])]
+
+
+def task_result(task) -> TaskResult:
+    return json.loads(task["body"])
+
+
+@mcp_tool("add_task")
+async def add_task_tool(
+    ctx: Context,
+    title: described(str, "title"),
+    description: described(str | None, "description") = None,
+    priority: described(Priority, "priority") = "medium",
+    due_at: described(str | None, "due_at") = None,
+    tags: described(list[str], "tags") = (),
+) -> TaskResult:
+    """Add a task for the user; it answers the task made."""
+    body = validated(TaskFields, tool_arguments(ctx, "add_task", TOOL_TASK_FIELDS))
+    return task_result(await new_task(tool_caller(ctx), body))
+
+
+@mcp_tool("list_tasks")
+async def list_tasks_tool(
+    ctx: Context,
+    status: Annotated[Literal["all", "pending", "completed"], Field(description="pending: not completed")] = "all",
+    q: Annotated[str | None, Field(description="1 to 200 characters found, ignoring case, in the title or description")] = None,
+    tag: Annotated[str | None, Field(description="Only tasks carrying this tag")] = None,
+    limit: Annotated[int, Field(strict=True, ge=1, le=100, description="At most this many tasks, newest first")] = 50,
+) -> TaskList:
+    """The user's tasks, newest first, and how many match in all."""
+    query = [("limit", str(limit))]
+    if status != "all":
+        query.append(("completed", "true" if status == "completed" else "false"))
+    query += [(name, value) for name, value in (("q", q), ("tag", tag)) if value is not None]
+    page = await task_page(tool_caller(ctx), *list_query(query))
+    return {"tasks": json.loads(page["body"]), "total": page["total"]}
+
+
+@mcp_tool("complete_task")
+async def complete_task_tool(ctx: Context, task_id: TaskId) -> TaskResult:
+    """Mark one of the user's tasks done; a recurring one makes its next occurrence."""
+    return task_result(await completed_task(tool_caller(ctx), task_id, True))
+
+
+@mcp_tool("update_task")
+async def update_task_tool(
+    ctx: Context,
+    task_id: TaskId,
+    title: described(str | None, "title") = None,
+    description: described(str | None, "description") = None,
+    priority: described(Priority | None, "priority") = None,
+    due_at: described(str | None, "due_at") = None,
+    tags: described(list[str] | None, "tags") = None,
+) -> TaskResult:
+    """Change the fields given, and only those (null clears description or due_at)."""
+    arguments = tool_arguments(ctx, "update_task", ("task_id", *TOOL_TASK_FIELDS))
+    arguments.pop("task_id")
+    body = validated(TaskChanges, arguments)
+    return task_result(await changed_task(tool_caller(ctx), task_id, body))
+
+
+@mcp_tool("delete_task")
+async def delete_task_tool(ctx: Context, task_id: TaskId) -> DeletedTask:
+    """Delete one of the user's tasks."""
+    await deleted_task(tool_caller(ctx), task_id)
+    return {"id": task_id, "deleted": True}
 
 
 # ---------------------------------------------------------------------------------------
