@@ -39,15 +39,16 @@ def sync(client, user, state=None, since=None, limit=500) -> tuple[dict, str]:
     state = {} if state is None else state
     for _ in range(1000):
         body = page(client, user, limit=limit, **({} if since is None else {"since": since}))
-        apply(state, body)
+        apply(state, body["changes"])
         since = body["cursor"]
         if not body["has_more"]:
             return state, since
     raise AssertionError("has_more never ended")
 
 
-def apply(state: dict, body: dict) -> None:
-    for entry in body["changes"]:
+def apply(state: dict, entries: list) -> None:
+    """Apply feed entries to a client's copy of the tasks (id -> task)."""
+    for entry in entries:
         if entry.get("deleted"):
             state.pop(entry["id"], None)
         else:
@@ -306,7 +307,7 @@ def test_a_client_that_keeps_syncing_while_four_writers_race_ends_with_exactly_t
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             body = page(client, alice, limit=3, **({} if cursor is None else {"since": cursor}))
-            apply(state, body)
+            apply(state, body["changes"])
             cursor = body["cursor"]
     finally:
         stop.set()

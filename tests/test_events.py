@@ -18,6 +18,7 @@ import pytest
 
 from conftest import database_for, link, running_service, service_environment
 from pg_cluster import missing_binaries, private_cluster
+from test_changes import apply, listed, sync
 
 PROBLEM = "application/problem+json"
 FRONTEND = "http://localhost:3000"
@@ -86,30 +87,6 @@ def changes_since(client, user, cursor) -> dict:
     response = client.get(f"/api/{user.id}/changes", params={"since": cursor}, headers=user.headers)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def first_sync(client, user) -> tuple[dict, str]:
-    state, since = {}, None
-    while True:
-        body = client.get(f"/api/{user.id}/changes", params={} if since is None else {"since": since}, headers=user.headers).json()
-        apply(state, body["changes"])
-        since = body["cursor"]
-        if not body["has_more"]:
-            return state, since
-
-
-def apply(state: dict, entries: list) -> None:
-    for entry in entries:
-        if entry.get("deleted"):
-            state.pop(entry["id"], None)
-        else:
-            state[entry["id"]] = entry
-
-
-def listed(client, user) -> dict:
-    response = client.get(user.tasks_url(), params={"limit": 500}, headers=user.headers)
-    assert response.status_code == 200, response.text
-    return {task["id"]: task for task in response.json()}
 
 
 def no_streams_open(service, timeout: float = 5) -> None:
@@ -212,7 +189,7 @@ RESUME = {
 def test_a_client_breaking_off_and_resuming_again_and_again_gets_every_change_exactly_once(service, events, alice, create_task, resume):
     for n in range(3):
         create_task(title=f"before {n}")
-    state, cursor = first_sync(events, alice)
+    state, cursor = sync(events, alice)
     errors = []
 
     def writer():
@@ -273,11 +250,11 @@ def test_a_client_that_breaks_off_right_after_ready_misses_nothing(events, alice
 
 
 def foreign_cursor(client, alice, bob) -> str:
-    return first_sync(client, bob)[1]
+    return sync(client, bob)[1]
 
 
 def made_up_cursor(client, alice, bob) -> str:
-    position, mac = first_sync(client, alice)[1].split(".")
+    position, mac = sync(client, alice)[1].split(".")
     return f"{int(position) + 1}.{mac}"
 
 
