@@ -2244,7 +2244,10 @@ mcp_server.streamable_http_app(
 
 
 class McpEndpoint:
-    """Model Context Protocol for assistants: JSON-RPC over Streamable HTTP, on the token's user's tasks."""
+    """Model Context Protocol for assistants: JSON-RPC over Streamable HTTP, on the token's user's tasks.
+
+    An instance, not a function: a Route takes a plain function for a request handler, and
+    hands an ASGI app (as the SDK's session manager is) the raw scope only this way."""
 
     __name__ = "mcp"  # the OpenAPI document's operationId, as a handler's function name is
 
