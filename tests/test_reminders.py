@@ -278,6 +278,19 @@ def test_a_reminder_of_another_user_never_comes_on_alices_stream(service, alice,
     assert [data["task"]["id"] for _, data in got] == [mine["id"]]
 
 
+def test_a_reminder_on_time_fires_even_with_reminder_late_seconds_0(start_service, issuer, stream):
+    # REMINDER_LATE_SECONDS is about reminders that fell due while no replica ran: one that a
+    # running replica fires within its 5 s is on time, whatever the setting.
+    with start_service(REMINDER_LATE_SECONDS="0") as service:
+        user = link(service, issuer, str(uuid.uuid4()), "gina@example.com")
+        events = stream(service, user)
+        at = ahead(2)
+        task = made(service, user, reminders=[{"at": at_text(at)}])
+        got = events.reminders(until=at + timedelta(seconds=WITHIN + 2), wanted=1)
+        assert [(data["task"]["id"], data["at"], data["late"]) for _, data in got] == [(task["id"], at_text(at), False)]
+        assert "reminder dropped" not in service.log()
+
+
 # ---------------------------------------------------------------------------------------
 # To the webhook
 # ---------------------------------------------------------------------------------------
@@ -410,7 +423,8 @@ def test_a_reminder_later_than_reminder_late_seconds_is_dropped_and_logged_never
         user = link(stopped, issuer, str(uuid.uuid4()), "frank@example.com")
         at = ahead(1)
         task = made(stopped, user, title=title, reminders=[{"at": at_text(at)}])
-    time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + 3)
+    # Later than REMINDER_LATE_SECONDS and than the 5 s within which a reminder is on time.
+    time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + WITHIN + 1)
     restarted = replica(shared_database, REMINDER_LATE_SECONDS="1")
     deadline = time.monotonic() + WITHIN
     while "reminder dropped" not in restarted.log() and time.monotonic() < deadline:
