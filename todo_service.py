@@ -2111,7 +2111,10 @@ async def reminder_event(user_id: int, task_id: int, at: str, late: bool) -> byt
 async def fire_due_reminders() -> None:
     """Claim the reminders due now (each replica its own, SKIP LOCKED) and deliver them to the
     streams of every replica; drop, with a log line, those later than REMINDER_LATE_SECONDS."""
-    for dropped in await run("drop_late_reminders", late_cutoff=utc_now(seconds_ago=REMINDER_LATE_SECONDS)):
+    # One a running replica claims within LATE_SECONDS is on time: it is never dropped, even
+    # when REMINDER_LATE_SECONDS is shorter than a turn of this chore.
+    late_cutoff = utc_now(seconds_ago=max(REMINDER_LATE_SECONDS, LATE_SECONDS))
+    for dropped in await run("drop_late_reminders", late_cutoff=late_cutoff):
         log.warning("reminder dropped: later than REMINDER_LATE_SECONDS",
                     extra={"fields": {"reminder_id": dropped["id"], "task_id": dropped["task_id"], "at": dropped["fire_at"]}})
     while True:

@@ -1,0 +1,437 @@
+"""Reminders (v3): fired on the user's event streams and POSTed, signed, to a webhook.
+
+Real service processes on SQLite and PostgreSQL, real HTTP both ways: the webhook receiver is
+an HTTP server in this module on 127.0.0.1 that checks every signature with the
+`standardwebhooks` package. Reminder times are a few seconds ahead, and every wait is bounded.
+"""
+
+import base64
+import json
+import queue
+import secrets
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from conftest import database_for, link, running_service, service_environment
+
+WITHIN = 5  # seconds: the contract's bound on how late a reminder fires
+
+
+def at_text(moment: datetime) -> str:
+    """A moment as the service answers it: UTC, microseconds, Z."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def ahead(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def made(service, user, **fields) -> dict:
+    response = httpx.post(f"{service.url}{user.tasks_url()}", json={"title": "a task", **fields}, headers=user.headers, timeout=30)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+# ---------------------------------------------------------------------------------------
+# An event stream read in a thread, and a webhook receiver
+# ---------------------------------------------------------------------------------------
+
+
+class Stream:
+    """GET /api/{id}/events, read line by line in a thread; `reminder` events are queued with the time they came."""
+
+    def __init__(self, service, user):
+        self.events = queue.Queue()
+        self.ready = threading.Event()
+        self.client = httpx.Client(base_url=service.url, timeout=httpx.Timeout(10, read=120))
+        self.url, self.headers = f"/api/{user.id}/events", user.headers
+        threading.Thread(target=self.read, daemon=True).start()
+        assert self.ready.wait(10), "the stream did not say ready"
+
+    def read(self):
+        try:
+            with self.client.stream("GET", self.url, headers=self.headers) as response:
+                assert response.status_code == 200
+                event, data = None, []
+                for line in response.iter_lines():
+                    if line:
+                        field, _, value = line.partition(": ")
+                        event = value if field == "event" else event
+                        data += [value] if field == "data" else []
+                        continue
+                    if event == "ready":
+                        self.ready.set()
+                    elif event == "reminder":
+                        self.events.put((datetime.now(UTC), json.loads("\n".join(data))))
+                    event, data = None, []
+        except (httpx.HTTPError, RuntimeError):
+            pass  # closed by the test
+
+    def reminders(self, until: datetime, wanted: int | None = None) -> list:
+        """(received, data) of the reminders that come before `until`, or until `wanted` of them came."""
+        got = []
+        while wanted is None or len(got) < wanted:
+            left = (until - datetime.now(UTC)).total_seconds()
+            if left <= 0:
+                break
+            try:
+                got.append(self.events.get(timeout=left))
+            except queue.Empty:
+                break
+        return got
+
+    def close(self):
+        self.client.close()
+
+
+@pytest.fixture
+def stream():
+    """stream(service, user): an open event stream of the user's; closed after the test."""
+    with ExitStack() as streams:
+
+        def open_stream(service, user):
+            opened = Stream(service, user)
+            streams.callback(opened.close)
+            return opened
+
+        yield open_stream
+
+
+@dataclass
+class Post:
+    received: datetime
+    headers: dict
+    body: str
+    verified: bool
+    status: int
+
+    @property
+    def title(self) -> str:
+        return json.loads(self.body)["data"]["task"]["title"]
+
+
+class Receiver:
+    """Every POST it was sent, its signature checked with the secret; it answers 500 to the
+    first `fail[title]` POSTs about a task of that title, and 200 to the rest."""
+
+    def __init__(self):
+        self.secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        self.posts: list[Post] = []
+        self.fail: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def receive(self, headers: dict, body: bytes) -> int:
+        try:
+            Webhook(self.secret).verify(body, headers)
+            verified = True
+        except WebhookVerificationError:
+            verified = False
+        post = Post(datetime.now(UTC), headers, body.decode(), verified, 200)
+        with self.lock:
+            if self.fail.get(post.title, 0) > 0:
+                self.fail[post.title] -= 1
+                post.status = 500
+            self.posts.append(post)
+        return post.status
+
+    def about(self, *titles) -> list[Post]:
+        with self.lock:
+            return [post for post in self.posts if post.title in titles]
+
+    def wait(self, titles, count: int, until: datetime) -> list[Post]:
+        """The POSTs about these titles once there are `count` of them, or at `until`."""
+        while len(self.about(*titles)) < count and datetime.now(UTC) < until:
+            time.sleep(0.05)
+        return self.about(*titles)
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    receiver = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            status = receiver.receive({name.lower(): value for name, value in self.headers.items()}, body)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 128  # socketserver's 5 refuses a burst of twenty POSTs at once
+
+    server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    receiver.url = f"http://127.0.0.1:{server.server_port}/hooks/reminders"
+    yield receiver
+    server.shutdown()
+    server.server_close()
+
+
+def hooked_environment(database_url, issuer, receiver, **overrides) -> dict:
+    return service_environment(
+        database_url, issuer, REMINDER_WEBHOOK_URL=receiver.url, REMINDER_WEBHOOK_SECRET=receiver.secret, **overrides
+    )
+
+
+@pytest.fixture(scope="module")
+def hooked(backend, issuer, receiver, tmp_path_factory):
+    """A service of the backend's with the webhook set to the receiver, and a user of its own."""
+    directory = tmp_path_factory.mktemp(f"hooked-{backend}")
+    with database_for(backend, directory) as database_url:
+        with running_service(hooked_environment(database_url, issuer, receiver), directory / "service.log") as service:
+            service.user = link(service, issuer, str(uuid.uuid4()), "carol@example.com")
+            yield service
+
+
+def unique_title() -> str:
+    return f"reminder {uuid.uuid4().hex[:12]}"
+
+
+# ---------------------------------------------------------------------------------------
+# On the stream
+# ---------------------------------------------------------------------------------------
+
+
+def test_an_at_reminder_comes_on_the_stream_within_5_seconds_of_its_time_and_never_before(service, alice, create_task, stream):
+    events = stream(service, alice)
+    at = ahead(2)
+    task = create_task(reminders=[{"at": at_text(at)}])
+    got = events.reminders(until=at + timedelta(seconds=WITHIN + 2), wanted=1)
+    assert len(got) == 1, "no reminder came"
+    received, data = got[0]
+    assert at <= received <= at + timedelta(seconds=WITHIN)
+    assert data == {"task": task, "at": at_text(at), "late": False}
+
+
+def test_a_minutes_before_reminder_comes_that_many_minutes_before_due_at(service, alice, create_task, stream):
+    events = stream(service, alice)
+    due = ahead(62)
+    task = create_task(due_at=at_text(due), reminders=[{"minutes_before": 1}])
+    fire_at = due - timedelta(minutes=1)
+    got = events.reminders(until=fire_at + timedelta(seconds=WITHIN + 2), wanted=1)
+    assert len(got) == 1, "no reminder came"
+    received, data = got[0]
+    assert fire_at <= received <= fire_at + timedelta(seconds=WITHIN)
+    assert data == {"task": task, "at": at_text(fire_at), "late": False}
+
+
+def test_changing_due_at_plans_its_reminder_again_at_the_new_time(client, service, alice, create_task, stream):
+    events = stream(service, alice)
+    task = create_task(due_at=at_text(ahead(3600)), reminders=[{"minutes_before": 0}])
+    due = ahead(2)
+    response = client.patch(alice.tasks_url(task["id"]), json={"due_at": at_text(due)}, headers=alice.headers)
+    assert response.status_code == 200, response.text
+    got = events.reminders(until=due + timedelta(seconds=WITHIN + 2), wanted=1)
+    assert [(data["task"]["id"], data["at"]) for _, data in got] == [(task["id"], at_text(due))]
+    assert due <= got[0][0] <= due + timedelta(seconds=WITHIN)
+
+
+def test_changing_reminders_plans_them_again(client, service, alice, create_task, stream):
+    events = stream(service, alice)
+    task = create_task(reminders=[{"at": at_text(ahead(3600))}])
+    at = ahead(2)
+    response = client.patch(alice.tasks_url(task["id"]), json={"reminders": [{"at": at_text(at)}]}, headers=alice.headers)
+    assert response.status_code == 200, response.text
+    got = events.reminders(until=at + timedelta(seconds=WITHIN + 2), wanted=1)
+    assert [(data["task"]["id"], data["at"]) for _, data in got] == [(task["id"], at_text(at))]
+
+
+def test_a_completed_deleted_moved_or_already_past_reminder_never_fires(client, service, alice, create_task, stream):
+    # One wait for the four, against a reminder that does fire after them: a test each would
+    # wait the same seconds four times over.
+    events = stream(service, alice)
+    soon = at_text(ahead(2))
+    completed = create_task(title="completed", reminders=[{"at": soon}])
+    deleted = create_task(title="deleted", reminders=[{"at": soon}])
+    moved = create_task(title="moved away", due_at=soon, reminders=[{"minutes_before": 0}])
+    past = create_task(title="already past", reminders=[{"at": at_text(ahead(-1))}])
+    assert client.patch(alice.tasks_url(completed["id"]) + "/complete", json={"completed": True}, headers=alice.headers).status_code == 200
+    assert client.delete(alice.tasks_url(deleted["id"]), headers=alice.headers).status_code == 204
+    assert client.patch(alice.tasks_url(moved["id"]), json={"due_at": at_text(ahead(3600))}, headers=alice.headers).status_code == 200
+    control_at = ahead(3)
+    control = create_task(title="control", reminders=[{"at": at_text(control_at)}])
+    got = events.reminders(until=control_at + timedelta(seconds=WITHIN + 1))
+    assert [data["task"]["id"] for _, data in got] == [control["id"]]
+    assert past["reminders"] != []  # kept on the task, only never planned
+
+
+def test_a_reminder_of_another_user_never_comes_on_alices_stream(service, alice, bob, create_task, stream):
+    events = stream(service, alice)
+    at = ahead(2)
+    create_task(user=bob, title="bob's", reminders=[{"at": at_text(at)}])
+    mine = create_task(title="alice's", reminders=[{"at": at_text(at + timedelta(seconds=1))}])
+    got = events.reminders(until=at + timedelta(seconds=WITHIN + 2), wanted=1)
+    assert [data["task"]["id"] for _, data in got] == [mine["id"]]
+
+
+def test_a_reminder_on_time_fires_even_with_reminder_late_seconds_0(start_service, issuer, stream):
+    # REMINDER_LATE_SECONDS is about reminders that fell due while no replica ran: one that a
+    # running replica fires within its 5 s is on time, whatever the setting.
+    with start_service(REMINDER_LATE_SECONDS="0") as service:
+        user = link(service, issuer, str(uuid.uuid4()), "gina@example.com")
+        events = stream(service, user)
+        at = ahead(2)
+        task = made(service, user, reminders=[{"at": at_text(at)}])
+        got = events.reminders(until=at + timedelta(seconds=WITHIN + 2), wanted=1)
+        assert [(data["task"]["id"], data["at"], data["late"]) for _, data in got] == [(task["id"], at_text(at), False)]
+        assert "reminder dropped" not in service.log()
+
+
+# ---------------------------------------------------------------------------------------
+# To the webhook
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_reminder_is_posted_to_the_webhook_signed_by_standard_webhooks(hooked, receiver):
+    title, at = unique_title(), ahead(2)
+    task = made(hooked, hooked.user, title=title, reminders=[{"at": at_text(at)}])
+    posts = receiver.wait([title], 1, until=at + timedelta(seconds=WITHIN + 2))
+    assert len(posts) == 1, "no POST came"
+    post = posts[0]
+    assert post.verified
+    assert at <= post.received <= at + timedelta(seconds=WITHIN)
+    assert post.headers["content-type"] == "application/json"
+    assert post.headers["webhook-id"]
+    assert abs(int(post.headers["webhook-timestamp"]) - post.received.timestamp()) <= WITHIN
+    body = json.loads(post.body)
+    assert body == {
+        "type": "task.reminder",
+        "timestamp": body["timestamp"],
+        "data": {"user_id": hooked.user.id, "task": task, "at": at_text(at), "late": False},
+    }
+    assert at <= datetime.fromisoformat(body["timestamp"]) <= post.received
+
+
+def test_the_webhook_signature_fails_with_another_secret_or_another_body(hooked, receiver):
+    title, at = unique_title(), ahead(1)
+    made(hooked, hooked.user, title=title, reminders=[{"at": at_text(at)}])
+    [post] = receiver.wait([title], 1, until=at + timedelta(seconds=WITHIN + 2))
+    other = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other).verify(post.body, post.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(receiver.secret).verify(post.body.replace('"late": false', '"late": true'), post.headers)
+    assert Webhook(receiver.secret).verify(post.body, post.headers) == json.loads(post.body)
+
+
+def test_a_webhook_answered_500_is_tried_again_within_10_seconds_with_the_same_id_and_body(hooked, receiver):
+    title, at = unique_title(), ahead(1)
+    receiver.fail[title] = 1
+    made(hooked, hooked.user, title=title, reminders=[{"at": at_text(at)}])
+    posts = receiver.wait([title], 2, until=at + timedelta(seconds=WITHIN + 12))
+    assert [post.status for post in posts] == [500, 200]
+    first, retry = posts
+    assert retry.received - first.received <= timedelta(seconds=10)
+    assert (retry.headers["webhook-id"], retry.body) == (first.headers["webhook-id"], first.body)
+    assert first.verified and retry.verified
+
+
+def test_every_reminder_of_a_task_is_posted_with_an_id_of_its_own(hooked, receiver):
+    title, at = unique_title(), ahead(2)
+    due = at + timedelta(minutes=1)
+    made(hooked, hooked.user, title=title, due_at=at_text(due), reminders=[{"minutes_before": 1}, {"at": at_text(at + timedelta(seconds=1))}])
+    posts = receiver.wait([title], 2, until=at + timedelta(seconds=WITHIN + 3))
+    assert sorted(json.loads(post.body)["data"]["at"] for post in posts) == [at_text(at), at_text(at + timedelta(seconds=1))]
+    assert len({post.headers["webhook-id"] for post in posts}) == 2
+
+
+# ---------------------------------------------------------------------------------------
+# PostgreSQL: several replicas on one database, and restarts
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def postgresql_only(backend):
+    if backend != "postgresql":
+        pytest.skip("replicas share a PostgreSQL database; a SQLite file has one process")
+
+
+@pytest.fixture
+def replica(postgresql_only, issuer, receiver, tmp_path):
+    """replica(database_url, **settings): a service with the webhook on that database, stopped with the test."""
+    with ExitStack() as replicas:
+
+        def start(database_url, **overrides):
+            env = hooked_environment(database_url, issuer, receiver, **overrides)
+            return replicas.enter_context(running_service(env, tmp_path / f"service-{env['PORT']}.log"))
+
+        yield start
+
+
+@pytest.fixture
+def shared_database(postgresql_only, tmp_path):
+    with database_for("postgresql", tmp_path) as database_url:
+        yield database_url
+
+
+def test_two_replicas_deliver_each_of_twenty_reminders_due_at_once_exactly_once(shared_database, replica, issuer, receiver, stream):
+    first, second = replica(shared_database), replica(shared_database)
+    user = link(first, issuer, str(uuid.uuid4()), "dave@example.com")
+    events = stream(second, user)  # a stream on one replica hears the reminders the other claims too
+    at = ahead(6)  # time enough to make twenty tasks on a machine under load
+    titles = [unique_title() for _ in range(20)]
+    for number, title in enumerate(titles):
+        made(first if number % 2 else second, user, title=title, reminders=[{"at": at_text(at)}])
+    posts = receiver.wait(titles, 20, until=at + timedelta(seconds=WITHIN + 3))
+    heard = events.reminders(until=at + timedelta(seconds=WITHIN + 3), wanted=20)
+    time.sleep(2)  # a second delivery of any of them would come by now
+    posts = receiver.about(*titles)
+    assert len(posts) == 20
+    assert len({post.headers["webhook-id"] for post in posts}) == 20
+    assert sorted(post.title for post in posts) == sorted(titles)
+    assert all(post.verified for post in posts)
+    assert all(at <= post.received <= at + timedelta(seconds=WITHIN) for post in posts), sorted((post.received - at).total_seconds() for post in posts)[-3:]
+    assert sorted(data["task"]["title"] for _, data in heard) == sorted(titles)
+    assert events.events.empty()
+
+
+def test_a_reminder_due_while_no_replica_ran_fires_late_at_the_next_start(shared_database, replica, issuer, receiver, tmp_path):
+    title = unique_title()
+    env = hooked_environment(shared_database, issuer, receiver)
+    with running_service(env, tmp_path / "stopped.log") as stopped:
+        user = link(stopped, issuer, str(uuid.uuid4()), "erin@example.com")
+        at = ahead(2)
+        task = made(stopped, user, title=title, reminders=[{"at": at_text(at)}])
+    time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + WITHIN + 1)
+    assert receiver.about(title) == []
+    started = datetime.now(UTC)
+    replica(shared_database)
+    posts = receiver.wait([title], 1, until=datetime.now(UTC) + timedelta(seconds=WITHIN))
+    assert len(posts) == 1, "no POST came after the start"
+    assert posts[0].verified and posts[0].received >= started
+    assert json.loads(posts[0].body)["data"] == {"user_id": user.id, "task": task, "at": at_text(at), "late": True}
+
+
+def test_a_reminder_later_than_reminder_late_seconds_is_dropped_and_logged_never_delivered(shared_database, replica, issuer, receiver, tmp_path):
+    title = unique_title()
+    env = hooked_environment(shared_database, issuer, receiver)
+    with running_service(env, tmp_path / "stopped.log") as stopped:
+        user = link(stopped, issuer, str(uuid.uuid4()), "frank@example.com")
+        at = ahead(1)
+        task = made(stopped, user, title=title, reminders=[{"at": at_text(at)}])
+    # Later than REMINDER_LATE_SECONDS and than the 5 s within which a reminder is on time.
+    time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + WITHIN + 1)
+    restarted = replica(shared_database, REMINDER_LATE_SECONDS="1")
+    deadline = time.monotonic() + WITHIN
+    while "reminder dropped" not in restarted.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = [json.loads(line) for line in restarted.log().splitlines() if "reminder dropped" in line]
+    assert len(lines) == 1, restarted.log()[-3000:]
+    assert (lines[0]["level"], lines[0]["task_id"], lines[0]["at"]) == ("warning", task["id"], at_text(at))
+    time.sleep(2)
+    assert receiver.about(title) == []
+    assert restarted.sql("SELECT count(*) FROM reminders WHERE task_id = $1", task["id"])[0][0] == 0
