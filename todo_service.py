@@ -14,6 +14,7 @@ OpenAPI document, routes, and the app. Task bodies are written by the database i
 
 import asyncio
 import base64
+import calendar
 import contextlib
 import contextvars
 import functools
@@ -1170,6 +1171,7 @@ RULE_PARTS = {
     "BYMONTH": r"([1-9]|1[0-2])(,([1-9]|1[0-2]))*",
 }
 TIME_ZONES = available_timezones()
+RULE_HORIZON = timedelta(days=3653)  # ten years: a rule with no date within them is refused
 # What JSON Schema can say of a rule: its parts, each with a valid value. That FREQ is there,
 # that no part repeats, and that COUNT and UNTIL are not both there, valid_rule checks.
 RULE_PART = "|".join(f"{name}=({pattern})" for name, pattern in RULE_PARTS.items())
@@ -1187,6 +1189,12 @@ def valid_rule(value: str) -> str:
             raise ValueError(f"has an invalid {name}")
     if "COUNT" in parts and "UNTIL" in parts:
         raise ValueError("may have COUNT or UNTIL, not both")
+    # A day no month of the rule has (February 30th) is a rule with no date, which dateutil
+    # would look for until the year 9999: refused before it looks.
+    months = [int(month) for month in parts["BYMONTH"].split(",")] if "BYMONTH" in parts else range(1, 13)
+    days = [abs(int(day)) for day in parts.get("BYMONTHDAY", "1").split(",")]
+    if all(day > calendar.monthrange(2024, month)[1] for month in months for day in days):  # 2024: a leap year
+        raise ValueError("has no date: no month of it has that day")
     return value
 
 
@@ -1196,17 +1204,20 @@ def valid_time_zone(value: str) -> str:
     return value
 
 
-def occurrences(rule: str, start: datetime, time_zone: str, without_count: bool = False):
+def occurrences(rule: str, start: datetime, time_zone: str, without_count: bool = False, horizon: timedelta | None = None):
     """The rule's dates from `start`, stepped in the task's zone (09:00 stays 09:00 across
-    daylight saving). An UNTIL date alone means the end of that day there."""
+    daylight saving), none later than `start + horizon` when that is given. An UNTIL date
+    alone means the end of that day there."""
     zone = ZoneInfo(time_zone)
     parts = dict(part.partition("=")[::2] for part in rule.split(";"))
-    if without_count:
+    if without_count or horizon is not None:
         parts.pop("COUNT", None)
     until = parts.get("UNTIL")
     if until is not None and "T" not in until:
         day_end = datetime.strptime(until, "%Y%m%d").replace(hour=23, minute=59, second=59, tzinfo=zone)
         parts["UNTIL"] = day_end.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if horizon is not None:  # the same text form, so the earlier of the two is the smaller string
+        parts["UNTIL"] = min(parts.get("UNTIL", "99991231T235959Z"), (start + horizon).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ"))
     return rrulestr("RRULE:" + ";".join(f"{name}={part}" for name, part in parts.items()), dtstart=start.astimezone(zone))
 
 
@@ -1243,9 +1254,11 @@ def check_schedule(due_at: str | None, recurrence: dict | None, time_zone: str, 
     if recurrence is not None and due_at is None:
         errors.append({"field": "due_at", "message": "is required for a recurring task"})
     elif recurrence is not None:
-        first = occurrences(recurrence["rule"], datetime.fromisoformat(due_at), time_zone).after(datetime.fromisoformat(due_at), inc=True)
-        if first is None:
-            errors.append({"field": "recurrence.rule", "message": "has no date"})
+        # Looked for within a horizon: dateutil looks for a date that never comes (February
+        # 30th) until the year 9999, most of a second of the event loop.
+        start = datetime.fromisoformat(due_at)
+        if occurrences(recurrence["rule"], start, time_zone, horizon=RULE_HORIZON).after(start, inc=True) is None:
+            errors.append({"field": "recurrence.rule", "message": "has no date in the 10 years from due_at"})
     if due_at is None and any("minutes_before" in reminder for reminder in reminders):
         errors.append({"field": "reminders", "message": "minutes_before needs a due_at"})
     if errors:

@@ -227,7 +227,9 @@ def test_patch_sets_each_v3_field(client, alice, create_task, changes, answered)
     task = create_task(due_at=FAR_DUE)
     response = write(client, alice, task["id"], "update", changes)
     assert response.status_code == 200, response.text
-    assert response.json() == {**task, **answered, "updated_at": response.json()["updated_at"]}
+    # A task that now recurs is the first of its series.
+    series = {"series_id": task["id"]} if answered.get("recurrence") else {}
+    assert response.json() == {**task, **answered, **series, "updated_at": response.json()["updated_at"]}
     assert get(client, alice, task["id"]) == response.json()
 
 
