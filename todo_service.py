@@ -1745,7 +1745,7 @@ TICKET_SECONDS = 60
 RETRY_MILLISECONDS = 3000  # how soon a browser's EventSource reconnects by itself
 PROCESS_ID = secrets.token_hex(8)  # this process's rows of event_streams
 feed_secret = b""  # the key cursors are signed with: one for every replica, read from the database at start
-streams: dict[int, set[asyncio.Queue]] = {}  # user id -> this process's open streams of that user
+streams: dict[int, set["StreamInbox"]] = {}  # user id -> this process's open streams of that user
 shutting_down = asyncio.Event()
 
 
@@ -1784,10 +1784,20 @@ def list_etag(position: int, query: tuple) -> str | None:
     return f'W/"{position}-{hashlib.sha256(repr(query).encode()).hexdigest()[:16]}"'
 
 
+class StreamInbox(asyncio.Queue):
+    """What an open stream has yet to send: every fired reminder, none dropped (a burst of them
+    for one user is as long as it is; a reader too slow to take them is dropped itself, by its
+    write's deadline), and at most one wake-up (None) at a time, since one read of the feed
+    catches up with every change committed before it."""
+
+    woken = False
+
+
 def wake(user_id: int) -> None:
     """Tell this process's streams of the user to read the feed."""
     for stream in streams.get(user_id, ()):
-        with contextlib.suppress(asyncio.QueueFull):  # a full queue reads the feed anyway
+        if not stream.woken:
+            stream.woken = True
             stream.put_nowait(None)
 
 
@@ -1849,7 +1859,7 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
 
     async def respond(scope, receive, send):
         global open_streams
-        queue = asyncio.Queue(maxsize=64)
+        queue = StreamInbox()
         streams.setdefault(user_id, set()).add(queue)
         left = asyncio.ensure_future(client_left(receive))
         stopping = asyncio.ensure_future(shutting_down.wait())
@@ -1868,6 +1878,7 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
             await write(retry + sse("ready", event_id=cursor_for(user_id, position)))
             since = position
             while True:
+                queue.woken = False  # a commit from here on wakes it again
                 try:
                     rows, since, more = await feed_page(user_id, since, FEED_PAGE_MAX)
                 except ProblemError:  # pruned while the stream was away
@@ -1977,8 +1988,7 @@ def is_late(reminder) -> bool:
 def deliver_reminder(user_id: int, task_id: int, at: str, late: bool) -> None:
     """A fired reminder, to this process's streams of its user."""
     for stream in streams.get(user_id, ()):
-        with contextlib.suppress(asyncio.QueueFull):  # a reader that far behind is about to be dropped
-            stream.put_nowait((task_id, at, late))
+        stream.put_nowait((task_id, at, late))
 
 
 async def reminder_event(user_id: int, task_id: int, at: str, late: bool) -> bytes:
