@@ -1876,18 +1876,20 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
                 await write(retry + sse("resync"))
                 return
             await write(retry + sse("ready", event_id=cursor_for(user_id, position)))
-            since = position
+            since, read = position, True
             while True:
-                queue.woken = False  # a commit from here on wakes it again
-                try:
-                    rows, since, more = await feed_page(user_id, since, FEED_PAGE_MAX)
-                except ProblemError:  # pruned while the stream was away
-                    await write(sse("resync"))
-                    return
-                for row in rows:
-                    await write(sse("change", row["body"], cursor_for(user_id, row["change_seq"])))
-                if more:
-                    continue
+                if read:
+                    queue.woken = False  # a commit from here on wakes it again
+                    try:
+                        rows, since, more = await feed_page(user_id, since, FEED_PAGE_MAX)
+                    except ProblemError:  # pruned while the stream was away
+                        await write(sse("resync"))
+                        return
+                    for row in rows:
+                        await write(sse("change", row["body"], cursor_for(user_id, row["change_seq"])))
+                    if more:
+                        continue
+                read = True  # after a wake-up or a heartbeat
                 waiting = asyncio.ensure_future(queue.get())
                 timeout = max(0.0, min(EVENTS_HEARTBEAT_SECONDS, expires_at - time.time()))
                 done, _ = await asyncio.wait({waiting, left, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -1902,6 +1904,7 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
                     await write(b": heartbeat\n\n")
                 elif (reminder := waiting.result()) is not None:
                     await write(await reminder_event(user_id, *reminder))
+                    read = False  # a reminder is no change: the feed waits for a commit's wake-up
         except (TimeoutError, *DATABASE_UNAVAILABLE):  # a reader too slow, or the database gone: it resumes later
             pass
         finally:
