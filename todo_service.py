@@ -1785,10 +1785,10 @@ def list_etag(position: int, query: tuple) -> str | None:
 
 
 class StreamInbox(asyncio.Queue):
-    """What an open stream has yet to send: every fired reminder, none dropped (a burst of them
-    for one user is as long as it is; a reader too slow to take them is dropped itself, by its
-    write's deadline), and at most one wake-up (None) at a time, since one read of the feed
-    catches up with every change committed before it."""
+    """What an open stream has yet to send: every fired reminder (its event, read once for all
+    the user's streams here), none dropped: a burst of them for one user is as long as it is,
+    and a reader too slow to take them is dropped itself, by its write's deadline. And at most
+    one wake-up (None) at a time: one read of the feed catches up with every change before it."""
 
     woken = False
 
@@ -1903,7 +1903,7 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
                 if not done:
                     await write(b": heartbeat\n\n")
                 elif (reminder := waiting.result()) is not None:
-                    await write(await reminder_event(user_id, *reminder))
+                    await write(await reminder)
                     read = False  # a reminder is no change: the feed waits for a commit's wake-up
         except (TimeoutError, *DATABASE_UNAVAILABLE):  # a reader too slow, or the database gone: it resumes later
             pass
@@ -1989,9 +1989,15 @@ def is_late(reminder) -> bool:
 
 
 def deliver_reminder(user_id: int, task_id: int, at: str, late: bool) -> None:
-    """A fired reminder, to this process's streams of its user."""
-    for stream in streams.get(user_id, ()):
-        stream.put_nowait((task_id, at, late))
+    """A fired reminder, to this process's streams of its user: its event is read once here
+    (one query, however many of the user's streams are open) and each stream sends it."""
+    inboxes = streams.get(user_id)
+    if not inboxes:
+        return
+    event = asyncio.ensure_future(reminder_event(user_id, task_id, at, late))
+    event.add_done_callback(lambda done: done.cancelled() or done.exception())  # a stream that awaits it sees a failure
+    for stream in inboxes:
+        stream.put_nowait(event)
 
 
 async def reminder_event(user_id: int, task_id: int, at: str, late: bool) -> bytes:
