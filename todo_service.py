@@ -1866,7 +1866,7 @@ TICKET_SECONDS = 60
 RETRY_MILLISECONDS = 3000  # how soon a browser's EventSource reconnects by itself
 PROCESS_ID = secrets.token_hex(8)  # this process's rows of event_streams
 feed_secret = b""  # the key cursors are signed with: one for every replica, read from the database at start
-streams: dict[int, set[asyncio.Queue]] = {}  # user id -> this process's open streams of that user
+streams: dict[int, set["StreamInbox"]] = {}  # user id -> this process's open streams of that user
 shutting_down = asyncio.Event()
 
 
@@ -1917,10 +1917,20 @@ def list_etag(position: int, query: tuple) -> str | None:
     return f'W/"{position}-{hashlib.sha256(repr(query).encode()).hexdigest()[:16]}"'
 
 
+class StreamInbox(asyncio.Queue):
+    """What an open stream has yet to send: every fired reminder (its event, read once for all
+    the user's streams here), none dropped: a burst of them for one user is as long as it is,
+    and a reader too slow to take them is dropped itself, by its write's deadline. And at most
+    one wake-up (None) at a time: one read of the feed catches up with every change before it."""
+
+    woken = False
+
+
 def wake(user_id: int) -> None:
     """Tell this process's streams of the user to read the feed."""
     for stream in streams.get(user_id, ()):
-        with contextlib.suppress(asyncio.QueueFull):  # a full queue reads the feed anyway
+        if not stream.woken:
+            stream.woken = True
             stream.put_nowait(None)
 
 
@@ -1982,7 +1992,7 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
 
     async def respond(scope, receive, send):
         global open_streams
-        queue = asyncio.Queue(maxsize=64)
+        queue = StreamInbox()
         streams.setdefault(user_id, set()).add(queue)
         left = asyncio.ensure_future(client_left(receive))
         stopping = asyncio.ensure_future(shutting_down.wait())
@@ -1999,17 +2009,20 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
                 await write(retry + sse("resync"))
                 return
             await write(retry + sse("ready", event_id=cursor_for(user_id, position)))
-            since = position
+            since, read = position, True
             while True:
-                try:
-                    rows, since, more = await feed_page(user_id, since, FEED_PAGE_MAX)
-                except ProblemError:  # pruned while the stream was away
-                    await write(sse("resync"))
-                    return
-                for row in rows:
-                    await write(sse("change", row["body"], cursor_for(user_id, row["change_seq"])))
-                if more:
-                    continue
+                if read:
+                    queue.woken = False  # a commit from here on wakes it again
+                    try:
+                        rows, since, more = await feed_page(user_id, since, FEED_PAGE_MAX)
+                    except ProblemError:  # pruned while the stream was away
+                        await write(sse("resync"))
+                        return
+                    for row in rows:
+                        await write(sse("change", row["body"], cursor_for(user_id, row["change_seq"])))
+                    if more:
+                        continue
+                read = True  # after a wake-up or a heartbeat
                 waiting = asyncio.ensure_future(queue.get())
                 timeout = max(0.0, min(EVENTS_HEARTBEAT_SECONDS, expires_at - time.time()))
                 done, _ = await asyncio.wait({waiting, left, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -2023,7 +2036,8 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
                 if not done:
                     await write(b": heartbeat\n\n")
                 elif (reminder := waiting.result()) is not None:
-                    await write(await reminder_event(user_id, *reminder))
+                    await write(await reminder)
+                    read = False  # a reminder is no change: the feed waits for a commit's wake-up
         except (TimeoutError, *DATABASE_UNAVAILABLE):  # a reader too slow, or the database gone: it resumes later
             pass
         finally:
@@ -2108,10 +2122,15 @@ def is_late(reminder) -> bool:
 
 
 def deliver_reminder(user_id: int, task_id: int, at: str, late: bool) -> None:
-    """A fired reminder, to this process's streams of its user."""
-    for stream in streams.get(user_id, ()):
-        with contextlib.suppress(asyncio.QueueFull):  # a reader that far behind is about to be dropped
-            stream.put_nowait((task_id, at, late))
+    """A fired reminder, to this process's streams of its user: its event is read once here
+    (one query, however many of the user's streams are open) and each stream sends it."""
+    inboxes = streams.get(user_id)
+    if not inboxes:
+        return
+    event = asyncio.ensure_future(reminder_event(user_id, task_id, at, late))
+    event.add_done_callback(lambda done: done.cancelled() or done.exception())  # a stream that awaits it sees a failure
+    for stream in inboxes:
+        stream.put_nowait(event)
 
 
 async def reminder_event(user_id: int, task_id: int, at: str, late: bool) -> bytes:

@@ -2,9 +2,10 @@
 --
 --   wrk ... http://127.0.0.1:PORT -- ROUTE ROWS_FILE PREFIX [QUERY]
 --
--- ROUTE is list, get, create, replace, patch, complete, delete, tags or signup. QUERY (list only) follows
+-- ROUTE is list, list-not-modified, get, create, replace, patch, complete, delete, tags or signup. QUERY (list only) follows
 -- the list's path as it is: "?priority=high&tag=work&sort=due_at". ROWS_FILE holds one
--- `user_id token task_id` line per seeded user (bench/seed.py writes it); each request
+-- `user_id token task_id` line per seeded user (bench/seed.py writes it; for list-not-modified,
+-- bench/v3.py adds a fourth field, the list's weak ETag, sent as If-None-Match); each request
 -- takes the next line, so the load rotates over every user's token and tasks. For delete,
 -- each line names a task of its own, and there must be more lines than requests: a second
 -- pass would find the tasks gone.
@@ -38,6 +39,9 @@ function init(args)
     local build = {
         list = function(user, token, task)
             return wrk.format("GET", "/api/" .. user .. "/tasks" .. query, { ["Authorization"] = token })
+        end,
+        ["list-not-modified"] = function(user, token, task, etag)
+            return wrk.format("GET", "/api/" .. user .. "/tasks" .. query, { ["Authorization"] = token, ["If-None-Match"] = etag })
         end,
         tags = function(user, token, task)
             return wrk.format("GET", "/api/" .. user .. "/tags", { ["Authorization"] = token })
@@ -76,11 +80,11 @@ function init(args)
         local threads = route == "delete" and tonumber(query) or 1
         local line_number = 0
         for line in io.lines(args[2]) do
-            local user, token, task = line:match("^(%d+)%s+(%S+)%s+(%d+)$")
+            local user, token, task, etag = line:match("^(%d+)%s+(%S+)%s+(%d+)%s*(%S*)$")
             if user then
                 line_number = line_number + 1
                 if line_number % threads == (thread_id() - 1) % threads then
-                    table.insert(requests, build[route](user, "Bearer " .. token, task))
+                    table.insert(requests, build[route](user, "Bearer " .. token, task, etag))
                 end
             end
         end
