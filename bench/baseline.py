@@ -56,7 +56,8 @@ PRIORITIES = ("low", "medium", "high")  # stored as the rank: 0, 1, 2
 # The page, as rows: the service's list columns (version too, which the body leaves out),
 # and the count of the user's tasks once, as a subquery.
 LIST_ROWS = f"""
-SELECT id, user_id, title, description, completed, priority, due_at, tags, version, created_at, updated_at,
+SELECT id, user_id, title, description, completed, priority, due_at, tags, recurrence, time_zone, reminders,
+       series_id, next_id, version, created_at, updated_at,
        (SELECT count(*) FROM tasks WHERE user_id = $1) AS total
 FROM tasks
 WHERE user_id = $1
@@ -72,6 +73,8 @@ SELECT coalesce(json_agg(json_build_object(
            'priority', (ARRAY['low', 'medium', 'high'])[priority + 1],
            'due_at', to_char(due_at AT TIME ZONE 'UTC', {RFC3339}),
            'tags', tags,
+           'recurrence', recurrence, 'time_zone', time_zone, 'reminders', reminders,
+           'series_id', COALESCE(series_id, CASE WHEN recurrence IS NOT NULL THEN id END), 'next_id', next_id,
            'created_at', to_char(created_at AT TIME ZONE 'UTC', {RFC3339}),
            'updated_at', to_char(updated_at AT TIME ZONE 'UTC', {RFC3339})
        ) ORDER BY created_at DESC, id DESC), '[]')::text AS body,
@@ -149,6 +152,11 @@ def task(row) -> dict:
         "priority": PRIORITIES[row["priority"]],
         "due_at": timestamp(row["due_at"]),
         "tags": json.loads(row["tags"]),
+        "recurrence": None if row["recurrence"] is None else json.loads(row["recurrence"]),
+        "time_zone": row["time_zone"],
+        "reminders": json.loads(row["reminders"]),
+        "series_id": row["series_id"] if row["series_id"] is not None or row["recurrence"] is None else row["id"],
+        "next_id": row["next_id"],
         "created_at": timestamp(row["created_at"]),
         "updated_at": timestamp(row["updated_at"]),
     }
@@ -192,6 +200,7 @@ def fixed_page() -> bytes:
             "completed": n % 4 == 0, "priority": PRIORITIES[n % 3],
             "due_at": None if n % 5 == 0 else timestamp(datetime(2026, 12, 1, tzinfo=UTC) + timedelta(hours=7 * n)),
             "tags": [["work"], ["home", "shopping"], ["urgent", "work"], []][n % 4],
+            "recurrence": None, "time_zone": "UTC", "reminders": [], "series_id": None, "next_id": None,
             "created_at": created, "updated_at": created,
         })
     return json.dumps(tasks, separators=(",", ":")).encode()
