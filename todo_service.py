@@ -1513,19 +1513,12 @@ async def task_page(user_id: int, sort: str, filters: dict | None, window: dict)
 
 
 def body_fields(body: BaseModel) -> dict:
-    """A task body's fields as the columns keep them, its dates checked together."""
-    fields = stored(body.model_dump())
+    """A task body's fields as the columns keep them, its dates checked together (as the API
+    answers them: a recurrence's `from` by that name)."""
     if isinstance(body, TaskFields):
-        check_schedule(body.due_at, recurrence_of(fields), body.time_zone, fields_reminders(fields))
-    return fields
-
-
-def recurrence_of(fields: dict) -> dict | None:
-    return None if fields.get("recurrence") is None else json.loads(fields["recurrence"])
-
-
-def fields_reminders(fields: dict) -> list:
-    return [] if fields.get("reminders") is None else json.loads(fields["reminders"])
+        answered = body.model_dump(by_alias=True)
+        check_schedule(body.due_at, answered["recurrence"], body.time_zone, answered["reminders"])
+    return stored(body.model_dump())
 
 
 async def new_task(user_id: int, body: TaskFields, key: str | None = None):
