@@ -1786,14 +1786,17 @@ async def open_events(request: Request):
         raise ProblemError(503, "Too many event streams are open here; try again shortly.", {"Retry-After": "5"})
     open_streams += 1
     try:
-        stream = await run(
-            "open_stream",
-            user_id=user_id,
-            process=PROCESS_ID,
-            now=utc_now(),
-            stale_before=utc_now(seconds_ago=3 * EVENTS_HEARTBEAT_SECONDS),
-            max=EVENTS_MAX_STREAMS_PER_USER,
-        )
+        async with transaction():
+            if IS_POSTGRES:  # replicas count the user's streams one after the other, not each its own snapshot
+                await run("lock_user_streams", user_id=user_id)
+            stream = await run(
+                "open_stream",
+                user_id=user_id,
+                process=PROCESS_ID,
+                now=utc_now(),
+                stale_before=utc_now(seconds_ago=3 * EVENTS_HEARTBEAT_SECONDS),
+                max=EVENTS_MAX_STREAMS_PER_USER,
+            )
         if stream is None:
             raise ProblemError(
                 429, f"At most {EVENTS_MAX_STREAMS_PER_USER} event streams per user.", {"Retry-After": str(EVENTS_HEARTBEAT_SECONDS)}

@@ -59,6 +59,12 @@ RETURNING user_id, token_expires_at
 -- name: delete_expired_tickets :exec
 DELETE FROM event_tickets WHERE expires_at <= :now
 
+-- name: lock_user_streams :exec
+-- PostgreSQL only, in open_stream's transaction: streams of one user opening at once on
+-- several replicas are counted one after the other, each seeing the others' rows (the
+-- lock on the user's row leaves tasks' foreign keys free).
+SELECT 1 FROM users WHERE id = :user_id FOR NO KEY UPDATE
+
 -- name: open_stream :one
 -- A stream for the user unless :max are open already, on every replica (a stale row is a
 -- replica that stopped without closing its streams).

@@ -533,6 +533,32 @@ def test_a_change_through_one_process_reaches_a_stream_on_another_within_1_secon
     assert arrived - written < 1.0
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_streams_of_one_user_opened_at_once_on_two_processes_stay_within_the_limit_per_user(service, pruned_replica, issuer):
+    user = link(service, issuer, f"racing-streams-{random.random()}")
+    urls = [service.url, pruned_replica.service.url] * 8  # 16 at once, against the default limit of 10
+    start, release, statuses = threading.Barrier(len(urls)), threading.Event(), []
+
+    def open_one(url):
+        with new_client(url) as client:
+            start.wait()
+            with opened(client, user) as stream:
+                statuses.append(stream.response.status_code)
+                release.wait(READ_SECONDS)
+
+    threads = [threading.Thread(target=open_one, args=(url,)) for url in urls]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + READ_SECONDS
+    while len(statuses) < len(urls) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    release.set()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [200] * 10 + [429] * 6
+
+
 def test_after_postgresql_restarts_mid_stream_a_later_write_reaches_the_stream(issuer, tmp_path):
     """The write's NOTIFY may be lost while the listener reconnects; the stream catches up from
     the stored feed (or, if it ended with the database, the client resumes from its last id)."""
