@@ -1913,21 +1913,54 @@ def list_etag(position: int, query: tuple) -> str | None:
     return f'W/"{position}-{hashlib.sha256(repr(query).encode()).hexdigest()[:16]}"'
 
 
-class StreamInbox(asyncio.Queue):
-    """What an open stream has yet to send: every fired reminder (its event, read once for all
-    the user's streams here), none dropped: a burst of them for one user is as long as it is,
-    and a reader too slow to take them is dropped itself, by its write's deadline. And at most
-    one wake-up (None) at a time: one read of the feed catches up with every change before it."""
+STREAM_BACKLOG = 1000  # reminders a stream may have yet to send: a reader further behind is dropped
 
-    woken = False
+
+class StreamInbox:
+    """What an open stream has yet to do: send the reminders that fired (each event read once
+    for all the user's streams here), read the feed when a commit woke it (one read catches up
+    with every change before it), or end. A plain future to sleep on, not a queue or a task:
+    a thousand open streams each keep one of these."""
+
+    __slots__ = ("reminders", "woken", "behind", "waking")
+
+    def __init__(self):
+        self.reminders = deque()
+        self.woken = True  # the stream's first turn reads the feed
+        self.behind = False  # more than STREAM_BACKLOG reminders unsent: the reader is too slow
+        self.waking = None
+
+    def nudge(self) -> None:
+        if self.waking is not None and not self.waking.done():
+            self.waking.set_result(None)
+
+    async def sleep(self, seconds: float) -> bool:
+        """Wait to be nudged; False when `seconds` passed first."""
+        self.waking = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(seconds):
+                await self.waking
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self.waking = None
+
+
+def end_streams() -> None:
+    """SIGTERM: every stream ends at once, instead of holding the graceful shutdown up."""
+    if not shutting_down.is_set():
+        shutting_down.set()
+        for inboxes in streams.values():
+            for inbox in inboxes:
+                inbox.nudge()
 
 
 def wake(user_id: int) -> None:
     """Tell this process's streams of the user to read the feed."""
-    for stream in streams.get(user_id, ()):
-        if not stream.woken:
-            stream.woken = True
-            stream.put_nowait(None)
+    for inbox in streams.get(user_id, ()):
+        inbox.woken = True
+        inbox.nudge()
 
 
 def announce(user_id: int) -> None:
@@ -1988,10 +2021,10 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
 
     async def respond(scope, receive, send):
         global open_streams
-        queue = StreamInbox()
-        streams.setdefault(user_id, set()).add(queue)
+        inbox = StreamInbox()
+        streams.setdefault(user_id, set()).add(inbox)
         left = asyncio.ensure_future(client_left(receive))
-        stopping = asyncio.ensure_future(shutting_down.wait())
+        left.add_done_callback(lambda _: inbox.nudge())
 
         async def write(chunk: bytes) -> None:
             async with asyncio.timeout(EVENTS_HEARTBEAT_SECONDS):
@@ -2005,10 +2038,13 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
                 await write(retry + sse("resync"))
                 return
             await write(retry + sse("ready", event_id=cursor_for(user_id, position)))
-            since, read = position, True
-            while True:
-                if read:
-                    queue.woken = False  # a commit from here on wakes it again
+            since = position
+            while not (left.done() or shutting_down.is_set() or inbox.behind):
+                if time.time() >= expires_at:
+                    await write(sse("expired"))
+                    return
+                if inbox.woken:
+                    inbox.woken = False  # a commit from here on wakes it again
                     try:
                         rows, since, more = await feed_page(user_id, since, FEED_PAGE_MAX)
                     except ProblemError:  # pruned while the stream was away
@@ -2016,33 +2052,20 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
                         return
                     for row in rows:
                         await write(sse("change", row["body"], cursor_for(user_id, row["change_seq"])))
-                    if more:
-                        continue
-                read = True  # after a wake-up or a heartbeat
-                waiting = asyncio.ensure_future(queue.get())
-                timeout = max(0.0, min(EVENTS_HEARTBEAT_SECONDS, expires_at - time.time()))
-                done, _ = await asyncio.wait({waiting, left, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                if waiting not in done:
-                    waiting.cancel()
-                if left in done or stopping in done:
-                    return
-                if time.time() >= expires_at:
-                    await write(sse("expired"))
-                    return
-                if not done:
+                    inbox.woken |= more
+                elif inbox.reminders:
+                    await write(await inbox.reminders.popleft())
+                elif not await inbox.sleep(max(0.0, min(EVENTS_HEARTBEAT_SECONDS, expires_at - time.time()))):
                     await write(b": heartbeat\n\n")
-                elif (reminder := waiting.result()) is not None:
-                    await write(await reminder)
-                    read = False  # a reminder is no change: the feed waits for a commit's wake-up
+                    inbox.woken = True  # and the feed is read, whatever notifications were lost
         except (TimeoutError, *DATABASE_UNAVAILABLE):  # a reader too slow, or the database gone: it resumes later
             pass
         finally:
-            streams[user_id].discard(queue)
+            streams[user_id].discard(inbox)
             if not streams[user_id]:
                 del streams[user_id]
             open_streams -= 1
             left.cancel()
-            stopping.cancel()
             with contextlib.suppress(*DATABASE_UNAVAILABLE):
                 await run("close_stream", stream_id=stream_id)
             with contextlib.suppress(TimeoutError):
@@ -2125,8 +2148,12 @@ def deliver_reminder(user_id: int, task_id: int, at: str, late: bool) -> None:
         return
     event = asyncio.ensure_future(reminder_event(user_id, task_id, at, late))
     event.add_done_callback(lambda done: done.cancelled() or done.exception())  # a stream that awaits it sees a failure
-    for stream in inboxes:
-        stream.put_nowait(event)
+    for inbox in inboxes:
+        if len(inbox.reminders) < STREAM_BACKLOG:
+            inbox.reminders.append(event)
+        else:
+            inbox.behind = True
+        inbox.nudge()
 
 
 async def reminder_event(user_id: int, task_id: int, at: str, late: bool) -> bytes:
@@ -2586,7 +2613,7 @@ class ReadDeadlines(H11Protocol):
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown (SIGTERM): event streams end at once, instead of holding
         the shutdown up until its grace runs out."""
-        shutting_down.set()
+        end_streams()
         super().shutdown()
 
     def connection_lost(self, exc) -> None:
@@ -3121,7 +3148,7 @@ async def lifespan(app):
         async with mcp_server.session_manager.run():  # a mounted app's own lifespan never runs
             yield
     finally:
-        shutting_down.set()
+        end_streams()
         for chore in chores:
             chore.cancel()
         await asyncio.gather(*chores, return_exceptions=True)
