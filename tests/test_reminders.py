@@ -435,3 +435,41 @@ def test_a_reminder_later_than_reminder_late_seconds_is_dropped_and_logged_never
     time.sleep(2)
     assert receiver.about(title) == []
     assert restarted.sql("SELECT count(*) FROM reminders WHERE task_id = $1", task["id"])[0][0] == 0
+
+
+# ---------------------------------------------------------------------------------------
+# Retries that take their time, on PostgreSQL only (where the service runs in production):
+# the pauses are worked out in Python, the SQL that stores a retry runs on both databases in
+# test_a_webhook_answered_500_is_tried_again_within_10_seconds_with_the_same_id_and_body, and
+# each test here waits ten seconds or more, which a second backend would double for no new code.
+# ---------------------------------------------------------------------------------------
+
+ONCE_ON_POSTGRESQL = "the retries' timing is tested once, on PostgreSQL: see the banner of its section"
+TURN = timedelta(seconds=1)  # how often a service looks for webhook attempts that are due
+
+
+@pytest.fixture
+def hooked_on_postgresql(backend, request):
+    """`hooked`, on PostgreSQL; on SQLite a skip, before `hooked` starts a service for nothing."""
+    if backend != "postgresql":
+        pytest.skip(ONCE_ON_POSTGRESQL)
+    return request.getfixturevalue("hooked")
+
+
+def test_later_webhook_retries_pause_longer_each_with_the_same_id_and_body_signed_anew(hooked_on_postgresql, receiver):
+    """Three attempts, about 17 s: the service pauses 5 s, then 10 s. On PostgreSQL only (see
+    the section's banner)."""
+    hooked, title, at = hooked_on_postgresql, unique_title(), ahead(1)
+    receiver.fail[title] = 2
+    made(hooked, hooked.user, title=title, reminders=[{"at": at_text(at)}])
+    posts = receiver.wait([title], 3, until=at + timedelta(seconds=WITHIN + 10 + 15))
+    assert [post.status for post in posts] == [500, 500, 200]
+    first, second, third = posts
+    pauses = [second.received - first.received, third.received - second.received]
+    assert pauses[0] <= timedelta(seconds=10), pauses
+    # A steady pause shows at most a turn of jitter between two gaps; a growing one, more.
+    assert pauses[1] > pauses[0] + TURN, pauses
+    assert {(post.headers["webhook-id"], post.body) for post in posts} == {(first.headers["webhook-id"], first.body)}
+    assert all(post.verified for post in posts)
+    # Signed at each attempt: a retry an hour later with the first timestamp fails a receiver's tolerance.
+    assert all(abs(int(post.headers["webhook-timestamp"]) - post.received.timestamp()) <= WITHIN for post in posts)
