@@ -435,3 +435,94 @@ def test_a_reminder_later_than_reminder_late_seconds_is_dropped_and_logged_never
     time.sleep(2)
     assert receiver.about(title) == []
     assert restarted.sql("SELECT count(*) FROM reminders WHERE task_id = $1", task["id"])[0][0] == 0
+
+
+# ---------------------------------------------------------------------------------------
+# Retries that take their time, on PostgreSQL only (where the service runs in production):
+# the pauses and the give-up are worked out in Python, the SQL that stores a retry runs on
+# both databases in test_a_webhook_answered_500_is_tried_again_within_10_seconds_with_the_same_id_and_body,
+# and each test here waits ten seconds or more, which a second backend would double for no new code.
+# ---------------------------------------------------------------------------------------
+
+ONCE_ON_POSTGRESQL = "the retries' timing is tested once, on PostgreSQL: see the banner of its section"
+ALWAYS = 10**9  # a receiver.fail count no test uses up
+TURN = timedelta(seconds=1)  # how often a service looks for webhook attempts that are due
+RETRY_SECONDS = 5  # REMINDER_WEBHOOK_RETRY_SECONDS of `giving_up`: the first retry (5 s after the first try) comes after it
+
+
+@pytest.fixture
+def hooked_on_postgresql(backend, request):
+    """`hooked`, on PostgreSQL; on SQLite a skip, before `hooked` starts a service for nothing."""
+    if backend != "postgresql":
+        pytest.skip(ONCE_ON_POSTGRESQL)
+    return request.getfixturevalue("hooked")
+
+
+@pytest.fixture(scope="module")
+def giving_up(backend, issuer, receiver, tmp_path_factory):
+    """A service with the webhook set to the receiver that gives a reminder's webhook up
+    RETRY_SECONDS after it fired, and a user of its own; on PostgreSQL only."""
+    if backend != "postgresql":
+        pytest.skip(ONCE_ON_POSTGRESQL)
+    directory = tmp_path_factory.mktemp("giving-up")
+    with database_for(backend, directory) as database_url:
+        env = hooked_environment(database_url, issuer, receiver, REMINDER_WEBHOOK_RETRY_SECONDS=str(RETRY_SECONDS))
+        with running_service(env, directory / "service.log") as service:
+            service.user = link(service, issuer, str(uuid.uuid4()), "hank@example.com")
+            yield service
+
+
+def test_later_webhook_retries_pause_longer_each_with_the_same_id_and_body_signed_anew(hooked_on_postgresql, receiver):
+    """Three attempts, about 17 s: the service pauses 5 s, then 10 s. On PostgreSQL only (see
+    the section's banner)."""
+    hooked, title, at = hooked_on_postgresql, unique_title(), ahead(1)
+    receiver.fail[title] = 2
+    made(hooked, hooked.user, title=title, reminders=[{"at": at_text(at)}])
+    posts = receiver.wait([title], 3, until=at + timedelta(seconds=WITHIN + 10 + 15))
+    assert [post.status for post in posts] == [500, 500, 200]
+    first, second, third = posts
+    pauses = [second.received - first.received, third.received - second.received]
+    assert pauses[0] <= timedelta(seconds=10), pauses
+    # A steady pause shows at most a turn of jitter between two gaps; a growing one, more.
+    assert pauses[1] > pauses[0] + TURN, pauses
+    assert {(post.headers["webhook-id"], post.body) for post in posts} == {(first.headers["webhook-id"], first.body)}
+    assert all(post.verified for post in posts)
+    # Signed at each attempt: a retry an hour later with the first timestamp fails a receiver's tolerance.
+    assert all(abs(int(post.headers["webhook-timestamp"]) - post.received.timestamp()) <= WITHIN for post in posts)
+
+
+def test_a_webhook_that_always_fails_is_given_up_once_retry_seconds_have_passed_and_logged_without_secrets(giving_up, receiver):
+    """About 10 s. On PostgreSQL only: the give-up is a comparison of times in Python and a
+    DELETE that the delivered case runs on both databases, and REMINDER_WEBHOOK_RETRY_SECONDS
+    needs a service of its own, which a second backend would start and wait on again."""
+    title, at = unique_title(), ahead(1)
+    receiver.fail[title] = ALWAYS
+    task = made(giving_up, giving_up.user, title=title, reminders=[{"at": at_text(at)}])
+    [(reminder_id,)] = giving_up.sql("SELECT id FROM reminders WHERE task_id = $1", task["id"])
+    deadline = time.monotonic() + (at - datetime.now(UTC)).total_seconds() + WITHIN + 10 + RETRY_SECONDS + 5
+
+    def given_up() -> list[dict]:
+        lines = [json.loads(line) for line in giving_up.log().splitlines() if "reminder webhook given up" in line]
+        return [line for line in lines if line.get("reminder_id") == reminder_id]
+
+    while not given_up() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2 * TURN.total_seconds())  # an attempt after the give-up would have come by now
+    posts, lines = receiver.about(title), given_up()
+    assert len(lines) == 1, f"{len(lines)} give-ups after {len(posts)} attempts"
+    line = lines[0]
+    assert line == {
+        "time": line["time"], "level": "warning", "message": "reminder webhook given up", "reminder_id": reminder_id, "attempts": len(posts)
+    }
+    assert len(posts) >= 2, "never tried again"
+    assert all(post.status == 500 and post.verified for post in posts)
+    assert len({post.headers["webhook-id"] for post in posts}) == 1
+    fired = datetime.fromisoformat(json.loads(posts[0].body)["timestamp"])
+    given_up_at = datetime.fromisoformat(line["time"])
+    assert given_up_at >= fired + timedelta(seconds=RETRY_SECONDS), "given up before its time"
+    assert posts[-2].received < fired + timedelta(seconds=RETRY_SECONDS), "tried again after its time, before it was given up"
+    assert all(post.received < given_up_at + timedelta(milliseconds=1) for post in posts), "tried after it was given up"  # the log's precision
+    assert giving_up.sql("SELECT count(*) FROM reminders WHERE id = $1", reminder_id)[0][0] == 0
+    log = giving_up.log()
+    for kept_out in (receiver.secret.removeprefix("whsec_"), title, *(post.headers["webhook-signature"] for post in posts), "eyJ"):
+        assert kept_out not in log  # the key, the body, a signature, a token (every JWT starts eyJ)
