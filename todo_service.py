@@ -510,10 +510,14 @@ async def run(name: str, **params):
         return rows if query.mode == "many" else None
 
 
+def utc_text(moment: datetime) -> str:
+    """A moment as RFC 3339 text in UTC, to the microsecond: what both databases store, and what the API shows."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def utc_now(seconds_ago: float = 0) -> str:
-    """Now (or so many seconds ago), as RFC 3339 text in UTC: what both databases store, and what the API shows."""
-    moment = datetime.now(UTC) - timedelta(seconds=seconds_ago)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """Now (or so many seconds ago), as utc_text."""
+    return utc_text(datetime.now(UTC) - timedelta(seconds=seconds_ago))
 
 
 def user_json(row) -> dict:
@@ -1114,10 +1118,9 @@ def utc_timestamp(value: str) -> str:
     try:
         if not RFC_3339.fullmatch(value):
             raise ValueError
-        moment = datetime.fromisoformat(value.upper()).astimezone(UTC)
+        return utc_text(datetime.fromisoformat(value.upper()))
     except (ValueError, OverflowError):
         raise ValueError("must be an RFC 3339 date-time with an offset, like 2026-12-24T18:00:00+01:00") from None
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def valid_tag(value: str) -> str:
@@ -1971,10 +1974,11 @@ def announce(user_id: int) -> None:
 
 
 def on_notification(connection, pid, channel, payload: str) -> None:
-    """A commit's NOTIFY: a user id whose feed moved, or `r user task at late`, a fired reminder."""
+    """A commit's NOTIFY: a user id whose feed moved, or `r user task at late;...`, fired reminders."""
     if payload.startswith("r "):
-        _, user_id, task_id, at, late = payload.split(" ")
-        deliver_reminder(int(user_id), int(task_id), at, late == "1")
+        for notice in payload[2:].split(";"):
+            user_id, task_id, at, late = notice.split(" ")
+            deliver_reminder(int(user_id), int(task_id), at, late == "1")
     else:
         wake(int(payload))
 
@@ -2118,7 +2122,7 @@ def next_due(recurrence: dict, time_zone: str, due_at: str, series_start: str, o
     else:
         after = max(datetime.fromisoformat(due_at), done_at)
         moment = occurrences(rule, datetime.fromisoformat(series_start), time_zone).after(after)
-    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return None if moment is None else utc_text(moment)
 
 
 async def next_occurrence(user_id: int, task_id: int):
@@ -2174,10 +2178,12 @@ async def fire_due_reminders() -> None:
                     extra={"fields": {"reminder_id": dropped["id"], "task_id": dropped["task_id"], "at": dropped["fire_at"]}})
     while True:
         now = utc_now()
-        fired = await run("claim_due_reminders", now=now, first_attempt_at=now if REMINDER_WEBHOOK_URL else None)
+        webhook = bool(REMINDER_WEBHOOK_URL)
+        fired = await run("claim_due_reminders", now=now, webhook=webhook, first_attempt_at=now if webhook else None)
         notices = [(row["user_id"], row["task_id"], row["fire_at"], is_late(row)) for row in fired]
-        if IS_POSTGRES and notices:
-            await run("notify_reminders", payloads=[f"r {user} {task} {at} {int(late)}" for user, task, at, late in notices])
+        if IS_POSTGRES and notices:  # a hundred to a notification: under its 8,000 bytes, and few for every listener to read
+            notices_text = [f"{user} {task} {at} {int(late)}" for user, task, at, late in notices]
+            await run("notify_reminders", payloads=["r " + ";".join(batch) for batch in itertools.batched(notices_text, 100)])
         for notice in notices if not IS_POSTGRES else ():
             deliver_reminder(*notice)
         if len(fired) < 500:
@@ -2209,14 +2215,16 @@ async def deliver_webhook(signer: standardwebhooks.Webhook, reminder) -> None:
         delivered = (await webhook_client.post(REMINDER_WEBHOOK_URL, content=body, headers=headers)).is_success
     except httpx.HTTPError:
         delivered = False
-    given_up = (now - datetime.fromisoformat(reminder["fired_at"])).total_seconds() >= REMINDER_WEBHOOK_RETRY_SECONDS
-    if delivered or given_up:
+    give_up_at = datetime.fromisoformat(reminder["fired_at"]) + timedelta(seconds=REMINDER_WEBHOOK_RETRY_SECONDS)
+    if delivered or now >= give_up_at:
         if not delivered:
             log.warning("reminder webhook given up", extra={"fields": {"reminder_id": reminder["id"], "attempts": reminder["attempts"]}})
         await run("finish_delivery", reminder_id=reminder["id"])
     else:
-        pause = min(5 * 2 ** (reminder["attempts"] - 1), 3600)
-        await run("retry_delivery", reminder_id=reminder["id"], next_attempt_at=utc_now(seconds_ago=-pause))
+        # The pause counts from this attempt's start, so a time-out delays the next no further;
+        # the last attempt is at the end of the retries' time, never past it.
+        pause = timedelta(seconds=min(5 * 2 ** (reminder["attempts"] - 1), 3600))
+        await run("retry_delivery", reminder_id=reminder["id"], next_attempt_at=utc_text(min(now + pause, give_up_at)))
 
 
 async def deliver_webhooks() -> None:

@@ -10,10 +10,10 @@ RETURNING id, user_id, task_id, fire_at
 -- name: claim_due_reminders :many
 -- The reminders due by :now, each claimed by one replica only: marked fired, with the task as
 -- it is now kept for the webhook, and the first webhook attempt due at :first_attempt_at
--- (null: no webhook is configured).
+-- (both null when no webhook is configured).
 UPDATE reminders
 SET fired_at = :now,
-    task_body = (SELECT {task_json} FROM tasks WHERE tasks.id = reminders.task_id),
+    task_body = CASE WHEN CAST(:webhook AS boolean) THEN (SELECT {task_json} FROM tasks WHERE tasks.id = reminders.task_id) END,
     next_attempt_at = :first_attempt_at
 WHERE id IN (
     SELECT id FROM reminders
@@ -22,7 +22,7 @@ WHERE id IN (
     LIMIT 500
     {skip_locked}
 )
-RETURNING id, user_id, task_id, fire_at, fired_at, task_body
+RETURNING id, user_id, task_id, fire_at, fired_at
 
 -- name: claim_deliveries :many
 -- Webhook attempts that are due, each leased to one replica until :lease_until: a replica that
