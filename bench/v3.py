@@ -375,7 +375,8 @@ async def events_phase(args, ports: dict, rows: list[tuple], streams: list[Strea
 
 
 async def reminders_phase(args, out: Path, database_url: str, ports: dict, pids: dict, streams: list[Stream], collector: Collector) -> dict:
-    """REMINDERS reminders at one instant, across both processes; the list probed idle and meanwhile."""
+    """REMINDERS reminders at one instant (or spread evenly over REMINDER_SPREAD seconds), across
+    both processes; the list probed idle and meanwhile."""
     rows_file = out / "rows.txt"
     say(f"reminders: list {args.probe_seconds} s idle on A ({args.probe_connections} connections)")
     idle = await wrk(out, "list-idle", ports["A"], "list", rows_file, args.probe_seconds, args.probe_connections)
@@ -385,21 +386,26 @@ async def reminders_phase(args, out: Path, database_url: str, ports: dict, pids:
         per_user = -(-args.reminders // users)
         seeded_at = time.time()
         fire_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=args.lead)
+        last_at = fire_at + timedelta(seconds=args.reminder_spread)
         at_text = fire_at.isoformat(timespec="microseconds").replace("+00:00", "Z")
         # Through SQL, as the API's insert_task would store it (reminders as the API writes
         # them): the triggers plan each reminder's row and record the change.
         await connection.execute(
             """
             INSERT INTO tasks (user_id, title, priority, tags, reminders, time_zone)
-            SELECT id, 'v3 reminder ' || n, 1, '[]', jsonb_build_array(jsonb_build_object('at', $1::text)), 'UTC'
+            SELECT id, 'v3 reminder ' || n, 1, '[]', jsonb_build_array(jsonb_build_object('at', to_char(
+                   ($1::text::timestamptz + ((u.r - 1) * $2 + n - 1) * $4::float8 / $3 * interval '1 second') AT TIME ZONE 'UTC',
+                   'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))), 'UTC'
             FROM (SELECT id, row_number() OVER (ORDER BY id) AS r FROM users WHERE email LIKE 'bench-user-%') AS u
             CROSS JOIN generate_series(1, $2::int) AS n
             WHERE (u.r - 1) * $2 + n <= $3
             """,
-            at_text, per_user, args.reminders,
+            at_text, per_user, args.reminders, float(args.reminder_spread),
         )
         planned = await connection.fetchval(
-            "SELECT count(*) FROM reminders WHERE fire_at = $1 AND fired_at IS NULL", fire_at)
+            "SELECT count(*) FROM reminders WHERE fire_at BETWEEN $1 AND $2 AND fired_at IS NULL", fire_at, last_at)
+        planned_at = {task: at.timestamp() for task, at in await connection.fetch(
+            "SELECT task_id, fire_at FROM reminders WHERE fire_at BETWEEN $1 AND $2", fire_at, last_at)}
         seed_seconds = time.time() - seeded_at
         say(f"reminders: {planned} planned for {at_text} (seeded through SQL in {seed_seconds:.1f} s); "
             f"the list probe starts 2 s before it")
@@ -409,15 +415,17 @@ async def reminders_phase(args, out: Path, database_url: str, ports: dict, pids:
         expected_events = sum(1 for task, user in task_users.items() if user in stream_users) * args.streams_per_user
         await asyncio.sleep(max(0.0, fire_at.timestamp() - 2 - time.time()))
         ticks = {name: cpu_ticks(pid) for name, pid in pids.items()}
-        probe = asyncio.create_task(wrk(out, "list-during-reminders", ports["A"], "list", rows_file, args.probe_seconds, args.probe_connections))
-        # Until every reminder has fired and every event arrived, or at most 60 s past the time.
+        probe = asyncio.create_task(wrk(out, "list-during-reminders", ports["A"], "list", rows_file,
+                                        args.probe_seconds + args.reminder_spread, args.probe_connections))
+        # Until every reminder has fired and every event arrived, or at most 60 s past the last time.
         fired = 0
-        while time.time() < fire_at.timestamp() + 60:
+        while time.time() < last_at.timestamp() + 60:
             await asyncio.sleep(0.5)
-            fired = await connection.fetchval("SELECT count(*) FROM reminders WHERE fire_at = $1 AND fired_at IS NOT NULL", fire_at)
+            fired = await connection.fetchval(
+                "SELECT count(*) FROM reminders WHERE fire_at BETWEEN $1 AND $2 AND fired_at IS NOT NULL", fire_at, last_at)
             if fired >= planned and sum(len(v) for v in collector.reminders.values()) >= expected_events:
                 break
-        all_fired_after = time.time() - fire_at.timestamp()
+        all_fired_after = time.time() - last_at.timestamp()
         # B's CPU from 2 s before the reminders' time until the last was delivered: the firing
         # and the events alone (A's includes the list probe's requests).
         cpu_seconds = {name: round((cpu_ticks(pid) - ticks[name]) / os.sysconf("SC_CLK_TCK"), 2) for name, pid in pids.items()}
@@ -426,11 +434,13 @@ async def reminders_phase(args, out: Path, database_url: str, ports: dict, pids:
         say(f"reminders: list {args.probe_seconds} s idle on A again, after them")
         after = await wrk(out, "list-after-reminders", ports["A"], "list", rows_file, args.probe_seconds, args.probe_connections)
         lateness = [row[0] for row in await connection.fetch(
-            "SELECT extract(epoch FROM fired_at - fire_at)::float8 FROM reminders WHERE fire_at = $1 AND fired_at IS NOT NULL", fire_at)]
-        unfired = await connection.fetchval("SELECT count(*) FROM reminders WHERE fire_at = $1 AND fired_at IS NULL", fire_at)
+            "SELECT extract(epoch FROM fired_at - fire_at)::float8 FROM reminders WHERE fire_at BETWEEN $1 AND $2 AND fired_at IS NOT NULL",
+            fire_at, last_at)]
+        unfired = await connection.fetchval(
+            "SELECT count(*) FROM reminders WHERE fire_at BETWEEN $1 AND $2 AND fired_at IS NULL", fire_at, last_at)
     finally:
         await connection.close()
-    arrivals = [times[0] - fire_at.timestamp() for times in collector.reminders.values()]
+    arrivals = [times[0] - planned_at[task] for (_, task), times in collector.reminders.items() if task in planned_at]
     duplicated = sum(len(times) - 1 for times in collector.reminders.values())
     return {
         "reminders": args.reminders,
@@ -440,6 +450,7 @@ async def reminders_phase(args, out: Path, database_url: str, ports: dict, pids:
         "seeded_through": "SQL into tasks (the triggers planned the reminder rows)",
         "seed_seconds": round(seed_seconds, 2),
         "fire_at": at_text,
+        "spread_seconds": args.reminder_spread,
         "all_fired_and_delivered_within_s": round(all_fired_after, 2),
         "service_cpu_seconds_while_firing": cpu_seconds,
         "lateness_fired_at": summary_ms(lateness),
@@ -498,10 +509,11 @@ def print_table(result: dict) -> None:
               f"{m['streams'] - m['half_streams']} alone {m['kb_per_stream_second_half']:.1f} KB each; "
               f"after the writes {m['after_writes_kb'] / 1024:.1f} MB")
     late = rem["lateness_fired_at"]
-    print(f"  reminders: {rem['planned']} planned, {rem['fired']} fired, {rem['unfired']} not fired; lateness (fired_at - fire_at) "
+    spread = f"spread over {rem['spread_seconds']} s" if rem["spread_seconds"] else "at one instant"
+    print(f"  reminders: {rem['planned']} planned {spread}, {rem['fired']} fired, {rem['unfired']} not fired; lateness (fired_at - fire_at) "
           f"p50 {late['p50_ms']} ms, p99 {late['p99_ms']} ms, max {late['max_ms']} ms "
           f"(goal every one within 5 s: {verdict(rem['fired'] == rem['planned'] and (late['max_ms'] or 1e9) <= 5000)})")
-    print(f"  all fired and delivered {rem['all_fired_and_delivered_within_s']} s after their time (polled every 0.5 s); service CPU "
+    print(f"  all fired and delivered {rem['all_fired_and_delivered_within_s']} s after the last one's time (polled every 0.5 s); service CPU "
           f"from 2 s before until then: {rem['service_cpu_seconds_while_firing']} s (A's includes the list probe)")
     arr = rem["event_arrival_after_fire_at"]
     print(f"  reminder events: {rem['events_received']} of {rem['events_expected']} expected, {rem['events_duplicated']} duplicated; "
@@ -640,6 +652,8 @@ def arguments():
     parser.add_argument("--writes", type=int, default=int(e("BENCH_V3_WRITES", "300")))
     parser.add_argument("--write-gap", type=float, default=float(e("BENCH_V3_WRITE_GAP", "0.02")), help="seconds between writes")
     parser.add_argument("--reminders", type=int, default=int(e("BENCH_V3_REMINDERS", "10000")))
+    parser.add_argument("--reminder-spread", type=int, default=int(e("BENCH_V3_REMINDER_SPREAD", "0")),
+                        help="seconds over which the reminders' times are spread evenly (0: all at one instant)")
     parser.add_argument("--lead", type=int, default=int(e("BENCH_V3_LEAD", "15")), help="seconds from seeding to the reminders' time")
     parser.add_argument("--probe-seconds", type=int, default=int(e("BENCH_V3_PROBE_SECONDS", "10")))
     parser.add_argument("--probe-connections", type=int, default=int(e("BENCH_V3_PROBE_CONNECTIONS", "16")))
