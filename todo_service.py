@@ -1925,12 +1925,13 @@ class StreamInbox:
     with every change before it), or end. A plain future to sleep on, not a queue or a task:
     a thousand open streams each keep one of these."""
 
-    __slots__ = ("reminders", "woken", "behind", "waking")
+    __slots__ = ("reminders", "woken", "behind", "gone", "waking")
 
     def __init__(self):
-        self.reminders = deque()
+        self.reminders = []
         self.woken = True  # the stream's first turn reads the feed
         self.behind = False  # more than STREAM_BACKLOG reminders unsent: the reader is too slow
+        self.gone = False  # the client has disconnected
         self.waking = None
 
     def nudge(self) -> None:
@@ -1948,6 +1949,13 @@ class StreamInbox:
             return False
         finally:
             self.waking = None
+
+    async def watch(self, receive) -> None:
+        """Nudge the stream as soon as its client disconnects, between its writes too."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        self.nudge()
 
 
 def end_streams() -> None:
@@ -2012,9 +2020,10 @@ def sse(event: str | None = None, data: str = "{}", event_id: str | None = None)
     return ("\n".join(lines) + "\n\n").encode()
 
 
-async def client_left(receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+async def write_chunk(send, chunk: bytes) -> None:
+    """One write of a stream: a client that does not take it within EVENTS_HEARTBEAT_SECONDS is too slow."""
+    async with asyncio.timeout(EVENTS_HEARTBEAT_SECONDS):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
 
 def event_stream(user_id: int, stream_id: int, position: int | None, expires_at: float):
@@ -2027,40 +2036,34 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
         global open_streams
         inbox = StreamInbox()
         streams.setdefault(user_id, set()).add(inbox)
-        left = asyncio.ensure_future(client_left(receive))
-        left.add_done_callback(lambda _: inbox.nudge())
-
-        async def write(chunk: bytes) -> None:
-            async with asyncio.timeout(EVENTS_HEARTBEAT_SECONDS):
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-
+        watching = asyncio.ensure_future(inbox.watch(receive))
         try:
             headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store"), (b"x-accel-buffering", b"no")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             retry = f"retry: {RETRY_MILLISECONDS}\n".encode()
             if position is None:
-                await write(retry + sse("resync"))
+                await write_chunk(send, retry + sse("resync"))
                 return
-            await write(retry + sse("ready", event_id=cursor_for(user_id, position)))
+            await write_chunk(send, retry + sse("ready", event_id=cursor_for(user_id, position)))
             since = position
-            while not (left.done() or shutting_down.is_set() or inbox.behind):
+            while not (inbox.gone or shutting_down.is_set() or inbox.behind):
                 if time.time() >= expires_at:
-                    await write(sse("expired"))
+                    await write_chunk(send, sse("expired"))
                     return
                 if inbox.woken:
                     inbox.woken = False  # a commit from here on wakes it again
                     try:
                         rows, since, more = await feed_page(user_id, since, FEED_PAGE_MAX)
                     except ProblemError:  # pruned while the stream was away
-                        await write(sse("resync"))
+                        await write_chunk(send, sse("resync"))
                         return
                     for row in rows:
-                        await write(sse("change", row["body"], cursor_for(user_id, row["change_seq"])))
+                        await write_chunk(send, sse("change", row["body"], cursor_for(user_id, row["change_seq"])))
                     inbox.woken |= more
                 elif inbox.reminders:
-                    await write(await inbox.reminders.popleft())
+                    await write_chunk(send, await inbox.reminders.pop(0))
                 elif not await inbox.sleep(max(0.0, min(EVENTS_HEARTBEAT_SECONDS, expires_at - time.time()))):
-                    await write(b": heartbeat\n\n")
+                    await write_chunk(send, b": heartbeat\n\n")
                     inbox.woken = True  # and the feed is read, whatever notifications were lost
         except (TimeoutError, *DATABASE_UNAVAILABLE):  # a reader too slow, or the database gone: it resumes later
             pass
@@ -2069,7 +2072,7 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
             if not streams[user_id]:
                 del streams[user_id]
             open_streams -= 1
-            left.cancel()
+            watching.cancel()
             with contextlib.suppress(*DATABASE_UNAVAILABLE):
                 await run("close_stream", stream_id=stream_id)
             with contextlib.suppress(TimeoutError):
