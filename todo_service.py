@@ -1920,8 +1920,8 @@ STREAM_BACKLOG = 1000  # reminders a stream may have yet to send: a reader furth
 
 
 class StreamInbox:
-    """What an open stream has yet to do: send the reminders that fired (each event read once
-    for all the user's streams here), read the feed when a commit woke it (one read catches up
+    """What an open stream has yet to do: send the reminders that fired (their tasks read once
+    for all the streams here), read the feed when a commit woke it (one read catches up
     with every change before it), or end. A plain future to sleep on, not a queue or a task:
     a thousand open streams each keep one of these."""
 
@@ -1984,9 +1984,8 @@ def announce(user_id: int) -> None:
 def on_notification(connection, pid, channel, payload: str) -> None:
     """A commit's NOTIFY: a user id whose feed moved, or `r user task at late;...`, fired reminders."""
     if payload.startswith("r "):
-        for notice in payload[2:].split(";"):
-            user_id, task_id, at, late = notice.split(" ")
-            deliver_reminder(int(user_id), int(task_id), at, late == "1")
+        notices = [notice.split(" ") for notice in payload[2:].split(";")]
+        deliver_reminders([(int(user_id), int(task_id), at, late == "1") for user_id, task_id, at, late in notices])
     else:
         wake(int(payload))
 
@@ -2061,7 +2060,7 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
                         await write_chunk(send, sse("change", row["body"], cursor_for(user_id, row["change_seq"])))
                     inbox.woken |= more
                 elif inbox.reminders:
-                    await write_chunk(send, await inbox.reminders.pop(0))
+                    await write_chunk(send, await reminder_event(*inbox.reminders.pop(0)))
                 elif not await inbox.sleep(max(0.0, min(EVENTS_HEARTBEAT_SECONDS, expires_at - time.time()))):
                     await write_chunk(send, b": heartbeat\n\n")
                     inbox.woken = True  # and the feed is read, whatever notifications were lost
@@ -2147,27 +2146,33 @@ def is_late(reminder) -> bool:
     return (datetime.fromisoformat(reminder["fired_at"]) - datetime.fromisoformat(reminder["fire_at"])).total_seconds() > LATE_SECONDS
 
 
-def deliver_reminder(user_id: int, task_id: int, at: str, late: bool) -> None:
-    """A fired reminder, to this process's streams of its user: its event is read once here
-    (one query, however many of the user's streams are open) and each stream sends it."""
-    inboxes = streams.get(user_id)
-    if not inboxes:
+def deliver_reminders(notices: list[tuple[int, int, str, bool]]) -> None:
+    """Fired reminders (user, task, at, late), to this process's streams of their users: their
+    tasks are read in one query, however many reminders and streams, and each stream sends its own."""
+    notices = [notice for notice in notices if notice[0] in streams]
+    if not notices:
         return
-    event = asyncio.ensure_future(reminder_event(user_id, task_id, at, late))
-    event.add_done_callback(lambda done: done.cancelled() or done.exception())  # a stream that awaits it sees a failure
-    for inbox in inboxes:
-        if len(inbox.reminders) < STREAM_BACKLOG:
-            inbox.reminders.append(event)
-        else:
-            inbox.behind = True
-        inbox.nudge()
+    tasks = asyncio.ensure_future(reminded_tasks([[user_id, task_id] for user_id, task_id, _, _ in notices]))
+    tasks.add_done_callback(lambda done: done.cancelled() or done.exception())  # a stream that awaits it sees a failure
+    for notice in notices:
+        for inbox in streams[notice[0]]:
+            if len(inbox.reminders) < STREAM_BACKLOG:
+                inbox.reminders.append((tasks, *notice))
+            else:
+                inbox.behind = True
+            inbox.nudge()
 
 
-async def reminder_event(user_id: int, task_id: int, at: str, late: bool) -> bytes:
-    task = await run("get_task", user_id=user_id, task_id=task_id)
-    if task is None:  # deleted since it fired
+async def reminded_tasks(pairs: list[list[int]]) -> dict[int, str]:
+    """The bodies of the tasks of [user id, task id] pairs, by task id."""
+    return {row["id"]: row["body"] for row in await run("get_reminded_tasks", pairs=json.dumps(pairs))}
+
+
+async def reminder_event(tasks: asyncio.Future, user_id: int, task_id: int, at: str, late: bool) -> bytes:
+    body = (await tasks).get(task_id)
+    if body is None:  # deleted since it fired
         return b": a reminder of a task deleted since\n\n"
-    return sse("reminder", f'{{"task": {task["body"]}, "at": {json.dumps(at)}, "late": {json.dumps(late)}}}')
+    return sse("reminder", f'{{"task": {body}, "at": {json.dumps(at)}, "late": {json.dumps(late)}}}')
 
 
 async def fire_due_reminders() -> None:
@@ -2187,8 +2192,8 @@ async def fire_due_reminders() -> None:
         if IS_POSTGRES and notices:  # a hundred to a notification: under its 8,000 bytes, and few for every listener to read
             notices_text = [f"{user} {task} {at} {int(late)}" for user, task, at, late in notices]
             await run("notify_reminders", payloads=["r " + ";".join(batch) for batch in itertools.batched(notices_text, 100)])
-        for notice in notices if not IS_POSTGRES else ():
-            deliver_reminder(*notice)
+        if not IS_POSTGRES:
+            deliver_reminders(notices)
         if len(fired) < 500:
             return
 

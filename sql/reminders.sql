@@ -24,6 +24,12 @@ WHERE id IN (
 )
 RETURNING id, user_id, task_id, fire_at, fired_at
 
+-- name: get_reminded_tasks :many
+-- The tasks of fired reminders, for the streams of their users: :pairs is JSON, [[user id,
+-- task id], ...], so that every task is named with its owner.
+SELECT id, {task_json} AS body FROM tasks
+WHERE (user_id, id) IN ({json_id_pairs})
+
 -- name: claim_deliveries :many
 -- Webhook attempts that are due, each leased to one replica until :lease_until: a replica that
 -- dies mid-attempt leaves the row to be tried again when the lease runs out.

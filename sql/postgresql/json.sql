@@ -29,3 +29,7 @@ COALESCE((SELECT jsonb_agg(reminder ORDER BY position) FROM jsonb_array_elements
 -- fragment: skip_locked
 -- Rows another replica has claimed and not yet committed are left to it.
 FOR UPDATE SKIP LOCKED
+
+-- fragment: json_id_pairs
+-- The pairs of ids of a JSON array of [a, b] in :pairs, as rows.
+SELECT CAST(pair ->> 0 AS bigint), CAST(pair ->> 1 AS bigint) FROM jsonb_array_elements(CAST(:pairs AS jsonb)) AS pair

@@ -27,3 +27,7 @@ json_object('id', task_id, 'deleted', json('true'), 'deleted_at', deleted_at)
 -- fragment: skip_locked
 -- One process writes a SQLite file: there is no other claimant to skip.
 
+
+-- fragment: json_id_pairs
+-- The pairs of ids of a JSON array of [a, b] in :pairs, as rows.
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:pairs)
