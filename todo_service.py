@@ -2184,16 +2184,16 @@ async def fire_due_reminders() -> None:
     for dropped in await run("drop_late_reminders", late_cutoff=late_cutoff):
         log.warning("reminder dropped: later than REMINDER_LATE_SECONDS",
                     extra={"fields": {"reminder_id": dropped["id"], "task_id": dropped["task_id"], "at": dropped["fire_at"]}})
+    webhook = bool(REMINDER_WEBHOOK_URL)
     while True:
         now = utc_now()
-        webhook = bool(REMINDER_WEBHOOK_URL)
         fired = await run("claim_due_reminders", now=now, webhook=webhook, first_attempt_at=now if webhook else None)
         notices = [(row["user_id"], row["task_id"], row["fire_at"], is_late(row)) for row in fired]
-        if IS_POSTGRES and notices:  # a hundred to a notification: under its 8,000 bytes, and few for every listener to read
-            notices_text = [f"{user} {task} {at} {int(late)}" for user, task, at, late in notices]
-            await run("notify_reminders", payloads=["r " + ";".join(batch) for batch in itertools.batched(notices_text, 100)])
         if not IS_POSTGRES:
             deliver_reminders(notices)
+        elif notices:  # a hundred to a notification: under its 8,000 bytes, and few for every listener to read
+            notices_text = [f"{user} {task} {at} {int(late)}" for user, task, at, late in notices]
+            await run("notify_reminders", payloads=["r " + ";".join(batch) for batch in itertools.batched(notices_text, 100)])
         if len(fired) < 500:
             return
 
