@@ -1776,7 +1776,7 @@ async def create_ticket(request: Request) -> Response:
 
 
 async def open_events(request: Request):
-    """The caller's changes as server-sent events, live, resumable from Last-Event-ID or since, with reminders."""
+    """The caller's stream, opened once its query, limits and cursor are checked (events_endpoint serves it)."""
     global open_streams
     user_id = request.scope["user_id"]
     query = only_parameters(request, EVENTS_PARAMETERS)
@@ -1809,6 +1809,24 @@ async def open_events(request: Request):
         open_streams -= 1
         raise
     return event_stream(user_id, stream["id"], position, request.scope["token_expires_at"])
+
+
+class EventsEndpoint:
+    """The caller's changes as server-sent events, live, resumable from Last-Event-ID or since, with reminders.
+
+    An instance, not a function, for the memory of a stream that stays open for hours: a Route
+    wraps a function in a Request and two layers of exception handling that live as long as
+    its response (2 KB of each open stream), and calls anything else with the raw scope. A
+    problem open_events raises still reaches the app's exception handlers."""
+
+    __name__ = "open_events"  # the OpenAPI document's operationId, as a handler's function name is
+
+    async def __call__(self, scope, receive, send):
+        stream = await open_events(Request(scope, receive))
+        await stream(scope, receive, send)
+
+
+events_endpoint = EventsEndpoint()
 
 
 async def list_tags(request: Request) -> Response:
@@ -2950,7 +2968,7 @@ OPERATIONS = {
     list_tags: (None, 200, {"type": "array", "items": {"$ref": "#/components/schemas/TagCount"}}, TASK_ERRORS, True),
     list_changes: (None, 200, "Changes", (400, 410, *TASK_ERRORS), True),
     create_ticket: (None, 201, "Ticket", TASK_ERRORS, True),
-    open_events: (None, 200, None, (400, 429, *TASK_ERRORS), True),
+    events_endpoint: (None, 200, None, (400, 429, *TASK_ERRORS), True),
     healthz: (None, 200, "Status", (), False),
     readyz: (None, 200, "Status", (503,), False),
     openapi: (None, 200, {"type": "object"}, (), False),
@@ -2987,7 +3005,7 @@ QUERY_PARAMETERS = {
          "schema": {"type": "string", "pattern": CURSOR_TEXT}},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
     ],
-    open_events: [
+    events_endpoint: [
         {"name": "since", "in": "query", "description": "A cursor (an event id) to resume after", "schema": {"type": "string", "pattern": CURSOR_TEXT}},
         {"name": "ticket", "in": "query", "description": "Instead of the Authorization header: a ticket from POST …/events/tickets",
          "schema": {"type": "string"}},
@@ -3016,7 +3034,7 @@ def openapi_document(routes: list[Route]) -> dict:
     for route in routes:
         body_schema, status, success, errors, signed_in = OPERATIONS[route.endpoint]
         path = route.path_format
-        operation = {"operationId": route.endpoint.__name__, "summary": route.endpoint.__doc__.strip(), "responses": {}}
+        operation = {"operationId": route.endpoint.__name__, "summary": route.endpoint.__doc__.strip().split("\n\n")[0], "responses": {}}
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": ID} for name in re.findall(r"{(\w+)}", path)
         ]
@@ -3042,7 +3060,7 @@ def openapi_document(routes: list[Route]) -> dict:
             success_response["headers"] = {**LIST_HEADERS, "ETag": {"description": "Weak: changes whenever any task changes",
                                                                     "schema": {"type": "string"}}}
             operation["responses"]["304"] = {"description": "If-None-Match names the list's current ETag"}
-        if route.endpoint is open_events:
+        if route.endpoint is events_endpoint:
             success_response["content"] = {"text/event-stream": {"schema": EVENT_SCHEMA}}
         operation["responses"][str(status)] = success_response
         if route.endpoint is get_task:
@@ -3105,7 +3123,7 @@ routes = [
     Route("/api/{user_id:id}/tags", list_tags, methods=["GET"], middleware=SIGNED_IN),
     Route("/api/{user_id:id}/changes", list_changes, methods=["GET"], middleware=SIGNED_IN),
     Route("/api/{user_id:id}/events/tickets", create_ticket, methods=["POST"], middleware=SIGNED_IN),
-    Route("/api/{user_id:id}/events", open_events, methods=["GET"], middleware=[Middleware(signed_in_or_ticket)]),
+    Route("/api/{user_id:id}/events", events_endpoint, methods=["GET"], middleware=[Middleware(signed_in_or_ticket)]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
