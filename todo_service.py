@@ -2074,11 +2074,12 @@ def event_stream(user_id: int, stream_id: int, position: int | None, expires_at:
                     except ProblemError:  # pruned while the stream was away
                         await write_chunk(send, sse("resync"))
                         return
-                    for row in rows:
-                        await write_chunk(send, sse("change", row["body"], cursor_for(user_id, row["change_seq"])))
+                    if rows:  # a page in one write: a burst costs the event loop one send, not one per event
+                        await write_chunk(send, b"".join(sse("change", row["body"], cursor_for(user_id, row["change_seq"])) for row in rows))
                     inbox.woken |= more
                 elif inbox.reminders:
-                    await write_chunk(send, await reminder_event(*inbox.reminders.pop(0)))
+                    pending, inbox.reminders = inbox.reminders, []
+                    await write_chunk(send, b"".join([await reminder_event(*reminder) for reminder in pending]))
                 elif not await inbox.sleep(max(0.0, min(EVENTS_HEARTBEAT_SECONDS, expires_at - time.time()))):
                     await write_chunk(send, b": heartbeat\n\n")
                     inbox.woken = True  # and the feed is read, whatever notifications were lost
