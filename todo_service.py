@@ -2255,9 +2255,14 @@ async def deliver_webhook(signer: standardwebhooks.Webhook, reminder) -> None:
 
 
 async def deliver_webhooks() -> None:
+    """Every webhook attempt that is due, fifty at a time (a burst of reminders is not held to
+    fifty a second)."""
     signer = standardwebhooks.Webhook(REMINDER_WEBHOOK_SECRET)
-    due = await run("claim_deliveries", now=utc_now(), lease_until=utc_now(seconds_ago=-WEBHOOK_LEASE_SECONDS))
-    await asyncio.gather(*(deliver_webhook(signer, reminder) for reminder in due))
+    while True:
+        due = await run("claim_deliveries", now=utc_now(), lease_until=utc_now(seconds_ago=-WEBHOOK_LEASE_SECONDS))
+        await asyncio.gather(*(deliver_webhook(signer, reminder) for reminder in due))
+        if len(due) < 50:
+            return
 
 
 async def repeat(chore, seconds: float, at_once: bool = False) -> None:
