@@ -9,6 +9,7 @@ Only where neither is possible does the PostgreSQL half skip, saying why; under 
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -35,6 +36,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pg_cluster import missing_binaries, private_cluster
+
+# The tests' clients speak plain HTTP to 127.0.0.1, yet httpx builds a TLS context for every
+# client it makes, loading certifi's CA bundle again: 20 ms of CPU a client, the suite makes
+# thousands. One context per set of TLS settings, built once, serves them all alike.
+httpx._transports.default.create_ssl_context = functools.cache(httpx.create_ssl_context)
 
 ROOT = Path(__file__).resolve().parent.parent
 ISSUER = "http://127.0.0.1:3000"  # what Better Auth puts in iss and aud: its base URL
