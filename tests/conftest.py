@@ -164,9 +164,9 @@ def loopback_server(answer):
         server.server_close()
 
 
-@pytest.fixture(scope="session")
-def issuer():
-    issuer = Issuer()
+@contextmanager
+def serving(issuer: Issuer):
+    """The issuer's JWKS served on loopback at issuer.jwks_url (503 while it is down), each fetch counted."""
 
     def answer(path):
         issuer.fetches += 1
@@ -174,6 +174,12 @@ def issuer():
 
     with loopback_server(answer) as url:
         issuer.jwks_url = f"{url}/api/auth/jwks"
+        yield issuer
+
+
+@pytest.fixture(scope="session")
+def issuer():
+    with serving(Issuer()) as issuer:
         yield issuer
 
 
