@@ -15,13 +15,13 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,7 +35,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pg_cluster import missing_binaries, private_cluster
+from pg_cluster import free_port, missing_binaries, private_cluster
 
 # The tests' clients speak plain HTTP to 127.0.0.1, yet httpx builds a TLS context for every
 # client it makes, loading certifi's CA bundle again: 20 ms of CPU a client, the suite makes
@@ -65,12 +65,6 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     private_servers.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def private_key_pem(key: Ed25519PrivateKey) -> str:
@@ -307,6 +301,30 @@ def running_service(env: dict, log_path: Path, command=None):
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def started_together(stack: ExitStack, services: list) -> list:
+    """Enter these context managers (running_service(...) each) at once, a thread each, and leave
+    them with `stack`; their values in order. A start is a second and a half of CPU, mostly
+    imports, and a second core does another meanwhile."""
+
+    def enter(context):
+        inner = ExitStack()
+        return inner, inner.enter_context(context)
+
+    with ThreadPoolExecutor(max_workers=len(services)) as pool:
+        futures = [pool.submit(enter, context) for context in services]
+    values, failures = [], []
+    for future in futures:
+        if future.exception() is not None:
+            failures.append(future.exception())
+            continue
+        inner, value = future.result()
+        stack.enter_context(inner)
+        values.append(value)
+    if failures:
+        raise failures[0]
+    return values
 
 
 @contextmanager
