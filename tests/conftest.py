@@ -54,6 +54,7 @@ def pytest_configure(config):
     """Without TEST_DATABASE_URL, a PostgreSQL cluster of the tests' own where the server is
     installed: `uv run pytest` alone runs everything the machine can run."""
     global TEST_DATABASE_URL, NO_POSTGRESQL
+    config.addinivalue_line("markers", "late: runs after every other test, for a test that waits out a window opened earlier")
     if TEST_DATABASE_URL:
         return
     NO_POSTGRESQL = missing_binaries("initdb", "pg_ctl")
@@ -61,6 +62,14 @@ def pytest_configure(config):
         TEST_DATABASE_URL = private_servers.enter_context(private_cluster()).url("postgres")
     elif os.environ.get("CI"):
         raise pytest.UsageError(f"CI is set, TEST_DATABASE_URL is not, and no private cluster can start ({NO_POSTGRESQL})")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Tests marked `late` go last, in their order. Such a test waits until some seconds after
+    a session-scoped fixture of its module began (a service's start-up fetch of the JWKS, say):
+    whatever runs before it shortens that wait, to nothing in a whole run."""
+    items.sort(key=lambda item: item.get_closest_marker("late") is not None)
 
 
 def pytest_unconfigure(config):
