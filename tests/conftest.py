@@ -9,18 +9,19 @@ Only where neither is possible does the PostgreSQL half skip, saying why; under 
 
 import asyncio
 import base64
+import functools
 import hashlib
 import json
 import os
 import secrets
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,7 +35,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pg_cluster import missing_binaries, private_cluster
+from pg_cluster import free_port, missing_binaries, private_cluster
+
+# The tests' clients speak plain HTTP to 127.0.0.1, yet httpx builds a TLS context for every
+# client it makes, loading certifi's CA bundle again: 20 ms of CPU a client, the suite makes
+# thousands. One context per set of TLS settings, built once, serves them all alike.
+httpx._transports.default.create_ssl_context = functools.cache(httpx.create_ssl_context)
 
 ROOT = Path(__file__).resolve().parent.parent
 ISSUER = "http://127.0.0.1:3000"  # what Better Auth puts in iss and aud: its base URL
@@ -48,6 +54,7 @@ def pytest_configure(config):
     """Without TEST_DATABASE_URL, a PostgreSQL cluster of the tests' own where the server is
     installed: `uv run pytest` alone runs everything the machine can run."""
     global TEST_DATABASE_URL, NO_POSTGRESQL
+    config.addinivalue_line("markers", "late: runs after every other test, for a test that waits out a window opened earlier")
     if TEST_DATABASE_URL:
         return
     NO_POSTGRESQL = missing_binaries("initdb", "pg_ctl")
@@ -57,14 +64,16 @@ def pytest_configure(config):
         raise pytest.UsageError(f"CI is set, TEST_DATABASE_URL is not, and no private cluster can start ({NO_POSTGRESQL})")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Tests marked `late` go last, in their order. Such a test waits until some seconds after
+    a session-scoped fixture of its module began (a service's start-up fetch of the JWKS, say):
+    whatever runs before it shortens that wait, to nothing in a whole run."""
+    items.sort(key=lambda item: item.get_closest_marker("late") is not None)
+
+
 def pytest_unconfigure(config):
     private_servers.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def private_key_pem(key: Ed25519PrivateKey) -> str:
@@ -158,9 +167,9 @@ def loopback_server(answer):
         server.server_close()
 
 
-@pytest.fixture(scope="session")
-def issuer():
-    issuer = Issuer()
+@contextmanager
+def serving(issuer: Issuer):
+    """The issuer's JWKS served on loopback at issuer.jwks_url (503 while it is down), each fetch counted."""
 
     def answer(path):
         issuer.fetches += 1
@@ -168,6 +177,12 @@ def issuer():
 
     with loopback_server(answer) as url:
         issuer.jwks_url = f"{url}/api/auth/jwks"
+        yield issuer
+
+
+@pytest.fixture(scope="session")
+def issuer():
+    with serving(Issuer()) as issuer:
         yield issuer
 
 
@@ -231,14 +246,47 @@ def execute_sql(database_url: str, statement: str, *args):
 # ---------------------------------------------------------------------------------------
 
 
+@contextmanager
+def kept_connection(database_url: str):
+    """fetch(statement, *args) on one connection to this PostgreSQL database, kept open on an
+    event loop in a thread of its own (a test may be running a loop of its own, as Playwright's
+    sync API does): a new connection for each statement costs 5 ms, and every test's first
+    statement empties the tasks."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    lock = threading.Lock()  # one statement at a time on the connection, whatever thread asks
+
+    def run(coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+    def fetch(statement: str, *args):
+        with lock:
+            return run(connection.fetch(statement, *args))
+
+    try:
+        connection = run(asyncpg.connect(database_url))
+        try:
+            yield fetch
+        finally:
+            run(connection.close())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
 class Service:
     def __init__(self, process, url, log_path, database_url):
         self.process, self.url, self.log_path, self.database_url = process, url, log_path, database_url
+        self.fetch = None  # kept_connection()'s, when the service has one
 
     def log(self) -> str:
         return self.log_path.read_text()
 
     def sql(self, statement: str, *args):
+        if self.fetch is not None:
+            return self.fetch(statement, *args)
         return execute_sql(self.database_url, statement, *args)
 
 
@@ -297,6 +345,30 @@ def running_service(env: dict, log_path: Path, command=None):
             process.kill()
 
 
+def started_together(stack: ExitStack, services: list) -> list:
+    """Enter these context managers (running_service(...) each) at once, a thread each, and leave
+    them with `stack`; their values in order. A start is a second and a half of CPU, mostly
+    imports, and a second core does another meanwhile."""
+
+    def enter(context):
+        inner = ExitStack()
+        return inner, inner.enter_context(context)
+
+    with ThreadPoolExecutor(max_workers=len(services)) as pool:
+        futures = [pool.submit(enter, context) for context in services]
+    values, failures = [], []
+    for future in futures:
+        if future.exception() is not None:
+            failures.append(future.exception())
+            continue
+        inner, value = future.result()
+        stack.enter_context(inner)
+        values.append(value)
+    if failures:
+        raise failures[0]
+    return values
+
+
 @contextmanager
 def database_for(backend: str, directory: Path):
     if backend == "sqlite":
@@ -316,9 +388,11 @@ def backend(request):
 @pytest.fixture(scope="session")
 def service(backend, issuer, tmp_path_factory):
     directory = tmp_path_factory.mktemp(f"service-{backend}")
-    with database_for(backend, directory) as database_url:
-        with running_service(service_environment(database_url, issuer), directory / "service.log") as running:
-            yield running
+    with database_for(backend, directory) as database_url, ExitStack() as stack:
+        running = stack.enter_context(running_service(service_environment(database_url, issuer), directory / "service.log"))
+        if backend == "postgresql":
+            running.fetch = stack.enter_context(kept_connection(database_url))
+        yield running
 
 
 @pytest.fixture

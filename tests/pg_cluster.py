@@ -28,10 +28,19 @@ import asyncpg
 SERVER_USER = "postgres"  # the OS user the servers run as, when the tests run as root
 
 
+_ports_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port of 127.0.0.1 that nothing listens on now, and never one given before in this run:
+    services started together each get their ports before any of them listens."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def _bin_dirs() -> list[str]:

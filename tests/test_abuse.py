@@ -142,12 +142,16 @@ def test_ipv6_clients_behind_a_trusted_proxy_are_counted_by_their_64_bit_prefix(
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def email_limited(start_service):
-    """Two failed logins an hour per email; the per-client limit stays generous."""
-    with start_service(RATE_LIMIT_LOGIN_EMAIL=TWO_AN_HOUR) as service:
-        with httpx.Client(base_url=service.url, timeout=30) as client:
-            yield service, client
+@pytest.fixture(scope="module")
+def email_limited(backend, issuer, tmp_path_factory):
+    """Two failed logins an hour per email; the per-client limit stays generous. One service
+    per backend for the module: each test counts against an account (an email) of its own."""
+    directory = tmp_path_factory.mktemp(f"email-limited-{backend}")
+    with database_for(backend, directory) as database_url:
+        env = service_environment(database_url, issuer, RATE_LIMIT_LOGIN_EMAIL=TWO_AN_HOUR)
+        with running_service(env, directory / "service.log") as service:
+            with httpx.Client(base_url=service.url, timeout=30) as client:
+                yield service, client
 
 
 def test_past_the_email_limit_a_wrong_password_is_429_and_the_right_one_is_200(email_limited):

@@ -70,9 +70,10 @@ def browser(stack):
         browser.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def page_folder(tmp_path_factory):
-    """tests/browser's page, and its script bundled for the browser by esbuild."""
+    """tests/browser's page, and its script bundled for the browser by esbuild: once for the
+    run, for the module's SQLite and PostgreSQL parts alike."""
     chromium_or_skip()  # before anything starts: without a browser there is nothing to run
     npm_installed(BROWSER_DIR, "better-auth", "esbuild")
     folder = tmp_path_factory.mktemp("page")

@@ -21,10 +21,22 @@ ANSWER_WITHIN = 3.0  # seconds: the contract's bound for a new client past the c
 HALF_A_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"  # no blank line: the headers never end
 
 
+@pytest.fixture(scope="module")
+def capped_service(backend, issuer, tmp_path_factory):
+    """A service with MAX_CONNECTIONS at CAP, for this module's tests on the backend."""
+    directory = tmp_path_factory.mktemp(f"capped-{backend}")
+    with database_for(backend, directory) as database_url:
+        env = service_environment(database_url, issuer, MAX_CONNECTIONS=str(CAP))
+        with running_service(env, directory / "service.log") as service:
+            yield service
+
+
 @pytest.fixture
-def capped(start_service):
-    with start_service(MAX_CONNECTIONS=str(CAP)) as service:
-        yield service
+def capped(capped_service):
+    """The capped service, with none of the connections of the test before it left: a new
+    client's /healthz is answered only after the service has read the closes sent before it."""
+    assert httpx.get(f"{capped_service.url}/healthz", timeout=ANSWER_WITHIN).status_code == 200
+    return capped_service
 
 
 @contextmanager

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ PROBLEM = "application/problem+json"
 REQUEST_TIMEOUT = 20  # seconds: no request may take this long, so a hang fails instead of blocking the run
 DOWN_ANSWER_BOUND = 6  # seconds: the service's connect timeout (5 s) and some slack for a busy machine
 PASSWORD = "a-good-password"
+IDLE_STOP_SECONDS = 5  # SIGTERM to exit, for a service with no request in flight
 
 
 def require(*binaries: str) -> None:
@@ -91,6 +93,18 @@ def service_backends(cluster, database: str) -> list[int]:
         database,
     )
     return sorted(row["pid"] for row in rows)
+
+
+def stopped_within(service, seconds: float) -> bool:
+    """SIGTERM; whether the process exited within so many seconds (if not, it is killed)."""
+    service.process.terminate()
+    try:
+        service.process.wait(timeout=seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        service.process.kill()
+        service.process.wait()
+        return False
 
 
 def log_problems(log: str) -> list[str]:
@@ -308,6 +322,13 @@ def outage(issuer, tmp_path_factory):
                 record.service_alive_after = service.process.poll() is None
             record.log = service.log()
             yield record
+            # With no request in flight a service exits within a second of SIGTERM. After these
+            # outages it may not: pool connections that died under traffic can stay checked out
+            # (a fault of the service's pool handling, not of this test), and closing the pool
+            # waits for them forever. Stop it here, quickly, rather than in running_service's
+            # 30 s, and say so in the run's warnings.
+            if not stopped_within(service, IDLE_STOP_SECONDS):
+                warnings.warn(f"the service did not stop within {IDLE_STOP_SECONDS} s of SIGTERM after the outages: killed", stacklevel=1)
 
 
 def test_the_pool_held_several_connections_before_the_outage(outage):

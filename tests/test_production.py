@@ -23,7 +23,7 @@ FRONTEND = "http://localhost:3000"
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 # ---------------------------------------------------------------------------------------
-# Rate limits. Two services with tight limits, each for the module; every test is a client of
+# Rate limits. Two services with tight limits, each started once; every test is a client of
 # its own (a loopback address of its own, 127.0.0.N, or forwarded addresses of its own), so
 # budgets never leak between tests. The limits live in the process, before any query: SQLite
 # is enough.
@@ -42,9 +42,11 @@ def tight_service(tmp_path_factory, issuer, **overrides):
         yield service
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def limited(tmp_path_factory, issuer):
-    """Tight limits, TRUSTED_PROXIES unset."""
+    """Tight limits, TRUSTED_PROXIES unset. For the run, not the module: the module's tests run
+    in three parts (on SQLite, on PostgreSQL, on neither), and a module's service would be
+    started again for each."""
     with tight_service(tmp_path_factory, issuer) as service:
         yield service
 
@@ -303,7 +305,7 @@ OPERATIONS = [
 OPERATION_IDS = [f"{method} {path}" for method, path, *_ in OPERATIONS]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def document(limited):
     """GET /openapi.json (the document depends on neither the backend nor the rate limits)."""
     response = httpx.get(f"{limited.url}/openapi.json")

@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -293,12 +294,58 @@ def test_a_reminder_on_time_fires_even_with_reminder_late_seconds_0(start_servic
 
 # ---------------------------------------------------------------------------------------
 # To the webhook
+#
+# Each webhook test has a task of its own, and all of them are made at once, when the first
+# of these tests runs (`webhook_tasks`): their reminders fire, and their retries pass,
+# together, where one test after the other would wait out each in turn.
 # ---------------------------------------------------------------------------------------
 
 
-def test_a_reminder_is_posted_to_the_webhook_signed_by_standard_webhooks(hooked, receiver):
-    title, at = unique_title(), ahead(2)
-    task = made(hooked, hooked.user, title=title, reminders=[{"at": at_text(at)}])
+class Planned(NamedTuple):
+    title: str
+    at: datetime  # its reminder's time
+    task: dict  # as the service answered its POST
+
+
+def planned(service, receiver, seconds: float, failures: int, fields) -> Planned:
+    """A task on the service whose reminder is `seconds` ahead; the receiver answers 500 to its
+    first `failures` POSTs. `fields(at)` are the task's reminders (and due date)."""
+    title, at = unique_title(), ahead(seconds)
+    receiver.fail[title] = failures
+    return Planned(title, at, made(service, service.user, title=title, **fields(at)))
+
+
+def at_once(at: datetime) -> dict:
+    return {"reminders": [{"at": at_text(at)}]}
+
+
+def at_and_a_minute_before_due(at: datetime) -> dict:
+    return {"due_at": at_text(at + timedelta(minutes=1)), "reminders": [{"minutes_before": 1}, {"at": at_text(at + timedelta(seconds=1))}]}
+
+
+# Each test's task on `hooked`: (seconds until its reminder, POSTs answered 500 first, its fields).
+WEBHOOK_TASKS = {
+    "signed": (2, 0, at_once),
+    "signature": (1, 0, at_once),
+    "retried": (1, 1, at_once),
+    "two-reminders": (2, 0, at_and_a_minute_before_due),
+}
+LONG_RETRIES_TASK = (1, 2, at_once)  # on PostgreSQL only: see "Retries that take their time" below
+
+
+@pytest.fixture(scope="module")
+def webhook_tasks(request, backend, hooked, receiver) -> dict[str, Planned]:
+    """The webhook tests' tasks by name, made together; on PostgreSQL with the long retries'
+    task, and with `giving_up` started (its task is made as it starts)."""
+    tasks = {name: planned(hooked, receiver, *case) for name, case in WEBHOOK_TASKS.items()}
+    if backend == "postgresql":
+        tasks["long-retries"] = planned(hooked, receiver, *LONG_RETRIES_TASK)
+        request.getfixturevalue("giving_up")
+    return tasks
+
+
+def test_a_reminder_is_posted_to_the_webhook_signed_by_standard_webhooks(hooked, receiver, webhook_tasks):
+    title, at, task = webhook_tasks["signed"]
     posts = receiver.wait([title], 1, until=at + timedelta(seconds=WITHIN + 2))
     assert len(posts) == 1, "no POST came"
     post = posts[0]
@@ -316,9 +363,8 @@ def test_a_reminder_is_posted_to_the_webhook_signed_by_standard_webhooks(hooked,
     assert at <= datetime.fromisoformat(body["timestamp"]) <= post.received
 
 
-def test_the_webhook_signature_fails_with_another_secret_or_another_body(hooked, receiver):
-    title, at = unique_title(), ahead(1)
-    made(hooked, hooked.user, title=title, reminders=[{"at": at_text(at)}])
+def test_the_webhook_signature_fails_with_another_secret_or_another_body(receiver, webhook_tasks):
+    title, at, _ = webhook_tasks["signature"]
     [post] = receiver.wait([title], 1, until=at + timedelta(seconds=WITHIN + 2))
     other = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     with pytest.raises(WebhookVerificationError):
@@ -328,10 +374,8 @@ def test_the_webhook_signature_fails_with_another_secret_or_another_body(hooked,
     assert Webhook(receiver.secret).verify(post.body, post.headers) == json.loads(post.body)
 
 
-def test_a_webhook_answered_500_is_tried_again_within_10_seconds_with_the_same_id_and_body(hooked, receiver):
-    title, at = unique_title(), ahead(1)
-    receiver.fail[title] = 1
-    made(hooked, hooked.user, title=title, reminders=[{"at": at_text(at)}])
+def test_a_webhook_answered_500_is_tried_again_within_10_seconds_with_the_same_id_and_body(receiver, webhook_tasks):
+    title, at, _ = webhook_tasks["retried"]
     posts = receiver.wait([title], 2, until=at + timedelta(seconds=WITHIN + 12))
     assert [post.status for post in posts] == [500, 200]
     first, retry = posts
@@ -340,10 +384,8 @@ def test_a_webhook_answered_500_is_tried_again_within_10_seconds_with_the_same_i
     assert first.verified and retry.verified
 
 
-def test_every_reminder_of_a_task_is_posted_with_an_id_of_its_own(hooked, receiver):
-    title, at = unique_title(), ahead(2)
-    due = at + timedelta(minutes=1)
-    made(hooked, hooked.user, title=title, due_at=at_text(due), reminders=[{"minutes_before": 1}, {"at": at_text(at + timedelta(seconds=1))}])
+def test_every_reminder_of_a_task_is_posted_with_an_id_of_its_own(receiver, webhook_tasks):
+    title, at, _ = webhook_tasks["two-reminders"]  # due a minute after `at`: reminders at `at` and a second later
     posts = receiver.wait([title], 2, until=at + timedelta(seconds=WITHIN + 3))
     assert sorted(json.loads(post.body)["data"]["at"] for post in posts) == [at_text(at), at_text(at + timedelta(seconds=1))]
     assert len({post.headers["webhook-id"] for post in posts}) == 2
@@ -446,22 +488,25 @@ def test_a_reminder_later_than_reminder_late_seconds_is_dropped_and_logged_never
 
 ONCE_ON_POSTGRESQL = "the retries' timing is tested once, on PostgreSQL: see the banner of its section"
 ALWAYS = 10**9  # a receiver.fail count no test uses up
+GIVEN_UP_TASK = (1, ALWAYS, at_once)
 TURN = timedelta(seconds=1)  # how often a service looks for webhook attempts that are due
 RETRY_SECONDS = 5  # REMINDER_WEBHOOK_RETRY_SECONDS of `giving_up`: the first retry (5 s after the first try) comes after it
 
 
 @pytest.fixture
-def hooked_on_postgresql(backend, request):
-    """`hooked`, on PostgreSQL; on SQLite a skip, before `hooked` starts a service for nothing."""
+def long_retries_task(backend, request) -> Planned:
+    """The long retries' task of `webhook_tasks`, on PostgreSQL; on SQLite a skip, before
+    `hooked` starts a service for nothing."""
     if backend != "postgresql":
         pytest.skip(ONCE_ON_POSTGRESQL)
-    return request.getfixturevalue("hooked")
+    return request.getfixturevalue("webhook_tasks")["long-retries"]
 
 
 @pytest.fixture(scope="module")
 def giving_up(backend, issuer, receiver, tmp_path_factory):
     """A service with the webhook set to the receiver that gives a reminder's webhook up
-    RETRY_SECONDS after it fired, and a user of its own; on PostgreSQL only."""
+    RETRY_SECONDS after it fired, a user of its own, and her task of GIVEN_UP_TASK (`planned`,
+    and its reminder's `reminder_id`), made as it starts; on PostgreSQL only."""
     if backend != "postgresql":
         pytest.skip(ONCE_ON_POSTGRESQL)
     directory = tmp_path_factory.mktemp("giving-up")
@@ -469,15 +514,15 @@ def giving_up(backend, issuer, receiver, tmp_path_factory):
         env = hooked_environment(database_url, issuer, receiver, REMINDER_WEBHOOK_RETRY_SECONDS=str(RETRY_SECONDS))
         with running_service(env, directory / "service.log") as service:
             service.user = link(service, issuer, str(uuid.uuid4()), "hank@example.com")
+            service.planned = planned(service, receiver, *GIVEN_UP_TASK)
+            [(service.reminder_id,)] = service.sql("SELECT id FROM reminders WHERE task_id = $1", service.planned.task["id"])
             yield service
 
 
-def test_later_webhook_retries_pause_longer_each_with_the_same_id_and_body_signed_anew(hooked_on_postgresql, receiver):
+def test_later_webhook_retries_pause_longer_each_with_the_same_id_and_body_signed_anew(long_retries_task, receiver):
     """Three attempts, about 17 s: the service pauses 5 s, then 10 s. On PostgreSQL only (see
     the section's banner)."""
-    hooked, title, at = hooked_on_postgresql, unique_title(), ahead(1)
-    receiver.fail[title] = 2
-    made(hooked, hooked.user, title=title, reminders=[{"at": at_text(at)}])
+    title, at, _ = long_retries_task  # answered 500 twice
     posts = receiver.wait([title], 3, until=at + timedelta(seconds=WITHIN + 10 + 15))
     assert [post.status for post in posts] == [500, 500, 200]
     first, second, third = posts
@@ -495,10 +540,7 @@ def test_a_webhook_that_always_fails_is_given_up_once_retry_seconds_have_passed_
     """About 10 s. On PostgreSQL only: the give-up is a comparison of times in Python and a
     DELETE that the delivered case runs on both databases, and REMINDER_WEBHOOK_RETRY_SECONDS
     needs a service of its own, which a second backend would start and wait on again."""
-    title, at = unique_title(), ahead(1)
-    receiver.fail[title] = ALWAYS
-    task = made(giving_up, giving_up.user, title=title, reminders=[{"at": at_text(at)}])
-    [(reminder_id,)] = giving_up.sql("SELECT id FROM reminders WHERE task_id = $1", task["id"])
+    (title, at, _), reminder_id = giving_up.planned, giving_up.reminder_id  # answered 500 always
     deadline = time.monotonic() + (at - datetime.now(UTC)).total_seconds() + WITHIN + 10 + RETRY_SECONDS + 5
 
     def given_up() -> list[dict]:

@@ -6,6 +6,7 @@ and tasks; then today's service starts on it. Nothing may be lost, and everythin
 """
 
 import asyncio
+from contextlib import ExitStack
 from pathlib import Path
 
 import asyncpg
@@ -13,7 +14,7 @@ import bcrypt
 import httpx
 import pytest
 
-from conftest import ROOT, database_for, own_token, running_service, service_environment
+from conftest import ROOT, database_for, own_token, running_service, service_environment, started_together
 
 PASSWORD = "an-old-password"
 OLD_USERS = [("old.one@example.com", "2025-01-02T03:04:05.000006Z"), ("old.two@example.com", "2025-06-07T08:09:10.111213Z")]
@@ -72,18 +73,29 @@ def build_old_database(database_url: str, files: list[Path]) -> None:
 EARLIER_VERSIONS = range(1, len(schema_files("postgresql")))
 
 
-@pytest.fixture(scope="module", params=EARLIER_VERSIONS, ids=lambda n: f"from-{n:03}")
-def upgraded(request, backend, issuer, tmp_path_factory):
-    """Today's service, started on a database made by the first N schema files."""
+@pytest.fixture(scope="module")
+def upgrades(backend, issuer, tmp_path_factory) -> dict:
+    """Today's service on a database made by the first N schema files, for every earlier N:
+    the databases built one by one, the services started together."""
     files = schema_files(backend)
-    directory = tmp_path_factory.mktemp(f"upgrade-{backend}-{request.param:03}")
-    with database_for(backend, directory) as database_url:
-        build_old_database(database_url, files[: request.param])
-        with running_service(service_environment(database_url, issuer), directory / "service.log") as service:
+    with ExitStack() as stack:
+        starting = []
+        for version in EARLIER_VERSIONS:
+            directory = tmp_path_factory.mktemp(f"upgrade-{backend}-{version:03}")
+            database_url = stack.enter_context(database_for(backend, directory))
+            build_old_database(database_url, files[:version])
+            starting.append(running_service(service_environment(database_url, issuer), directory / "service.log"))
+        services = started_together(stack, starting)
+        for service in services:
             service.files = files
-            with httpx.Client(base_url=service.url, timeout=30) as client:
-                service.client = client
-                yield service
+            service.client = stack.enter_context(httpx.Client(base_url=service.url, timeout=30))
+        yield dict(zip(EARLIER_VERSIONS, services, strict=True))
+
+
+@pytest.fixture(scope="module", params=EARLIER_VERSIONS, ids=lambda n: f"from-{n:03}")
+def upgraded(request, upgrades):
+    """Today's service, started on a database made by the first N schema files."""
+    return upgrades[request.param]
 
 
 # What a database's schema is, apart from the table of applied files: every column, index

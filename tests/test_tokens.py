@@ -28,7 +28,18 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 
-from conftest import AUDIENCE, ISSUER, database_for, loopback_server, own_token, public_jwk, running_service, service_environment
+from conftest import (
+    AUDIENCE,
+    ISSUER,
+    Issuer,
+    database_for,
+    loopback_server,
+    own_token,
+    public_jwk,
+    running_service,
+    service_environment,
+    serving,
+)
 
 PROBLEM = "application/problem+json"
 INVALID_TOKEN = 'Bearer error="invalid_token"'
@@ -621,7 +632,9 @@ def test_a_burst_of_unknown_kids_fetches_the_jwks_at_most_once_in_30_seconds(sta
 # comes back without D, and `recovering` and `rotating` refetch. Each test below
 # checks one observation of this timeline. `rotating` reaches the JWKS through a relay that
 # answers after half a second, as a distant Better Auth might, so that its burst of
-# requests arrives while its one fetch is still under way.
+# requests arrives while its one fetch is still under way. The timeline has an issuer of its
+# own and runs in a thread from the module's first test on, so that the rest of the run goes
+# on through its wait.
 # ---------------------------------------------------------------------------------------
 
 
@@ -652,11 +665,9 @@ def ask(service, issuer, token) -> Seen:
     )
 
 
-@pytest.fixture(scope="module")
-def timeline(issuer, tmp_path_factory):
-    """Run the timeline once (about 35 s, nearly all of it the wait); the issuer is put back as it was."""
-    saved_keys, saved_kid = dict(issuer.keys), issuer.current_kid
-    directory = tmp_path_factory.mktemp("jwks-timeline")
+def run_timeline(directory) -> dict[str, Seen]:
+    """The timeline, with an issuer of its own (it rotates keys and goes down, which the rest of
+    the run must not see): about 35 s, nearly all of it the wait."""
     seen = {}
 
     def start(stack, name, **overrides):
@@ -675,43 +686,62 @@ def timeline(issuer, tmp_path_factory):
     def token_b(service):
         return signed(claims_for(service.user_id), issuer.keys[new_kid], kid=new_kid)
 
-    try:
-        with ExitStack() as stack:
-            old_kid = issuer.current_kid
-            dropped_kid = uuid.uuid4().hex
-            issuer.keys[dropped_kid] = Ed25519PrivateKey.generate()
-            rotating = start(stack, "rotating", JWKS_URL=slow_relay(stack, issuer, delay=0.5))
-            token_d = signed(claims_for(rotating.user_id), issuer.keys[dropped_kid], kid=dropped_kid)
-            seen["rotating: D while published"] = ask(rotating, issuer, token_d)
-            # expired 27 s ago: inside the 30 s clock leeway now, outside it after the wait
-            token_expiring = signed(claims_for(rotating.user_id, exp=int(time.time()) - 27), issuer.keys[old_kid], kid=old_kid)
-            seen["rotating: a token in its last seconds"] = ask(rotating, issuer, token_expiring)
-            outage = start(stack, "outage")
-            new_kid = issuer.rotate()  # A stays published beside B
-            issuer.up = False
-            recovering = start(stack, "recovering")
-            seen["recovering: B during the outage"] = ask(recovering, issuer, token_b(recovering))
-            last_fetch = time.monotonic()
-            seen["outage: A during the outage"] = ask(outage, issuer, token_a(outage))
-            seen["rotating: B within 30 s of its fetch"] = ask(rotating, issuer, token_b(rotating))
+    with ExitStack() as stack:
+        issuer = stack.enter_context(serving(Issuer()))
+        old_kid = issuer.current_kid
+        dropped_kid = uuid.uuid4().hex
+        issuer.keys[dropped_kid] = Ed25519PrivateKey.generate()
+        rotating = start(stack, "rotating", JWKS_URL=slow_relay(stack, issuer, delay=0.5))
+        token_d = signed(claims_for(rotating.user_id), issuer.keys[dropped_kid], kid=dropped_kid)
+        seen["rotating: D while published"] = ask(rotating, issuer, token_d)
+        # expired 27 s ago: inside the 30 s clock leeway now, outside it after the wait
+        token_expiring = signed(claims_for(rotating.user_id, exp=int(time.time()) - 27), issuer.keys[old_kid], kid=old_kid)
+        seen["rotating: a token in its last seconds"] = ask(rotating, issuer, token_expiring)
+        outage = start(stack, "outage")
+        new_kid = issuer.rotate()  # A stays published beside B
+        issuer.up = False
+        recovering = start(stack, "recovering")
+        seen["recovering: B during the outage"] = ask(recovering, issuer, token_b(recovering))
+        last_fetch = time.monotonic()
+        seen["outage: A during the outage"] = ask(outage, issuer, token_a(outage))
+        seen["rotating: B within 30 s of its fetch"] = ask(rotating, issuer, token_b(rotating))
 
-            time.sleep(max(0.0, last_fetch + JWKS_REFETCH_SECONDS + 1 - time.monotonic()))
-            seen["rotating: the same token once expired"] = ask(rotating, issuer, token_expiring)
+        time.sleep(max(0.0, last_fetch + JWKS_REFETCH_SECONDS + 1 - time.monotonic()))
+        seen["rotating: the same token once expired"] = ask(rotating, issuer, token_expiring)
 
-            seen["outage: B after 30 s, issuer still down"] = ask(outage, issuer, token_b(outage))
-            seen["outage: A after its failed refetch"] = ask(outage, issuer, token_a(outage))
-            issuer.up = True
-            del issuer.keys[dropped_kid]
-            seen["recovering: B after 30 s, issuer back"] = ask(recovering, issuer, token_b(recovering))
-            before = issuer.fetches
-            burst = [token_b(rotating), *(foreign_token() for _ in range(19))]
-            seen["rotating: burst after 30 s"] = Seen(statuses=send_all(rotating.url, burst), fetches=issuer.fetches - before)
-            seen["rotating: A after the refetch"] = ask(rotating, issuer, token_a(rotating))
-            seen["rotating: the same D token after a refetch without D"] = ask(rotating, issuer, token_d)
-            seen["outage: B within 30 s of its failed refetch"] = ask(outage, issuer, token_b(outage))
-    finally:
-        issuer.keys, issuer.current_kid, issuer.up = saved_keys, saved_kid, True
+        seen["outage: B after 30 s, issuer still down"] = ask(outage, issuer, token_b(outage))
+        seen["outage: A after its failed refetch"] = ask(outage, issuer, token_a(outage))
+        issuer.up = True
+        del issuer.keys[dropped_kid]
+        seen["recovering: B after 30 s, issuer back"] = ask(recovering, issuer, token_b(recovering))
+        before = issuer.fetches
+        burst = [token_b(rotating), *(foreign_token() for _ in range(19))]
+        seen["rotating: burst after 30 s"] = Seen(statuses=send_all(rotating.url, burst), fetches=issuer.fetches - before)
+        seen["rotating: A after the refetch"] = ask(rotating, issuer, token_a(rotating))
+        seen["rotating: the same D token after a refetch without D"] = ask(rotating, issuer, token_d)
+        seen["outage: B within 30 s of its failed refetch"] = ask(outage, issuer, token_b(outage))
     return seen
+
+
+@pytest.fixture(scope="session")
+def timeline_running(tmp_path_factory):
+    """The timeline, run in a thread of its own: its 30 s wait passes while other tests run."""
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        yield thread.submit(run_timeline, tmp_path_factory.mktemp("jwks-timeline"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def timeline_started_early(request):
+    """Start the timeline at this module's first test, when a test of it is selected: its
+    own tests come last in the run (they take no database), and the wait is over by then."""
+    if any("timeline" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("timeline_running")
+
+
+@pytest.fixture
+def timeline(timeline_running) -> dict[str, Seen]:
+    """What the timeline saw (once it is over)."""
+    return timeline_running.result()
 
 
 def assert_seen_rejected(seen: Seen) -> None:

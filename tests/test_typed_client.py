@@ -47,10 +47,12 @@ def run(command: list, **options) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, **options)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def typescript(issuer, tmp_path_factory):
     """A folder as a frontend project has it: the types generated from a running service's
-    /openapi.json, the two programs, tests/typescript's node_modules."""
+    /openapi.json, the two programs, tests/typescript's node_modules. Made once for the run:
+    this module's tests run in three parts (on SQLite, on PostgreSQL, on neither), and a
+    module's fixture would be made again for each."""
     node = npm_installed(TYPESCRIPT_DIR, "openapi-typescript", "openapi-fetch", "typescript", "tsx")
     folder = tmp_path_factory.mktemp("typescript")
     (folder / "package.json").write_text('{"type": "module"}\n')
@@ -67,7 +69,7 @@ def typescript(issuer, tmp_path_factory):
     return {"folder": folder, "node": node, "document": document}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def compiled(typescript):
     """tsc --strict --noEmit over both programs: its diagnostics, by file."""
     folder = typescript["folder"]
