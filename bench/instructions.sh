@@ -9,14 +9,28 @@
 # to warm up, then BENCH_REQUESTS more while counted. Prints the instructions of the process
 # per request (its own, not the kernel's nor PostgreSQL's) and their ratio. The same code
 # gives the same count to within a fraction of a percent: compare two versions of the
-# service with BENCH_SERVICE_DIR (a directory holding a todo_service.py and its sql/).
+# service with BENCH_SERVICE_DIR (a directory holding a todo_service.py and its sql/, and
+# the bench/baseline.py that answers its page, used when it has one: an older version's
+# page lacks fields that this one's baseline reads).
+#
+# What a process does by the clock (uvicorn's ticks; version 3 also looks for due reminders
+# every second) is counted with the requests too, and under valgrind they take tens of times
+# longer than outside, so that work weighs far more per request here. Each side is also
+# counted idle for BENCH_IDLE_SECONDS, and that idle work's share of a request is printed
+# beside its count (instructions per idle second x the seconds the requests took / requests):
+# subtract it to compare versions whose idle work differs.
 #
 #   BENCH_REQUESTS=400   BENCH_PORT=18600   BENCH_DATABASE=todo_instructions   BENCH_SERVICE_DIR=<repo>
+#   BENCH_IDLE_SECONDS=10
 set -euo pipefail
+shopt -s inherit_errexit  # a failing client inside count's $(...) fails the run, not a count
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SERVICE_DIR=$(cd "${BENCH_SERVICE_DIR:-$ROOT}" && pwd)
 REQUESTS=${BENCH_REQUESTS:-400}
+IDLE_SECONDS=${BENCH_IDLE_SECONDS:-10}
+BASELINE_SCRIPT=$ROOT/bench/baseline.py
+[[ -f "$SERVICE_DIR/bench/baseline.py" ]] && BASELINE_SCRIPT=$SERVICE_DIR/bench/baseline.py
 PORT=${BENCH_PORT:-18600}
 DATABASE=${BENCH_DATABASE:-todo_instructions}
 DATABASE_URL=postgresql://postgres@127.0.0.1:5432/$DATABASE
@@ -67,13 +81,24 @@ count() { # name, script, [BASELINE_MODE=...]: instructions per request of that 
     done
     "$PY" "$OUT/client.py" "$PORT" 200 "$OUT/rows.txt"
     control -i on
+    local started=$EPOCHREALTIME
     "$PY" "$OUT/client.py" "$PORT" "$REQUESTS" "$OUT/rows.txt"
     control -i off
-    control -d
+    local took
+    took=$(awk -v a="$started" -v b="$EPOCHREALTIME" 'BEGIN {print b - a}')
+    control -d  # part 1: the requests
+    control -i on
+    sleep "$IDLE_SECONDS"
+    control -i off
+    control -d  # part 2: idle
     kill -TERM "$PID"
     wait "$PID" 2>/dev/null || true
     PID=""
-    awk -v n="$REQUESTS" '/^totals:/ {total += $2} END {printf "%d\n", total / n}' "$OUT/$name".callgrind*
+    local busy idle
+    busy=$(awk '/^totals:/ {print $2}' "$OUT/$name.callgrind.1")
+    idle=$(awk '/^totals:/ {print $2}' "$OUT/$name.callgrind.2")
+    awk -v n="$REQUESTS" -v busy="$busy" -v idle="$idle" -v s="$IDLE_SECONDS" -v took="$took" \
+        'BEGIN {printf "%d %d %.1f\n", busy / n, idle / s * took / n, took}'
 }
 
 cat >"$OUT/client.py" <<'EOF'
@@ -113,9 +138,11 @@ JWT_PRIVATE_KEY="$JWT_PRIVATE_KEY" "$PY" "$ROOT/bench/seed.py" "$DATABASE_URL" "
     --users 200 --tasks 20 --heavy-tasks 20 >/dev/null
 read -r FIRST_USER FIRST_TOKEN _ <"$OUT/rows.txt"
 
-SERVICE=$(count service "$SERVICE_DIR/todo_service.py")
-BASELINE=$(count database-json "$ROOT/bench/baseline.py" BASELINE_MODE=database-json)
+counted=$(count service "$SERVICE_DIR/todo_service.py")
+read -r SERVICE SERVICE_IDLE SERVICE_TOOK <<<"$counted"
+counted=$(count database-json "$BASELINE_SCRIPT" BASELINE_MODE=database-json)
+read -r BASELINE BASELINE_IDLE BASELINE_TOOK <<<"$counted"
 echo "instructions per list request (callgrind, $REQUESTS requests, 8 connections; $SERVICE_DIR):"
-echo "  the service     $SERVICE"
-echo "  database-json   $BASELINE"
+echo "  the service     $SERVICE (idle work ~$SERVICE_IDLE of it: ${SERVICE_TOOK} s of requests)"
+echo "  database-json   $BASELINE (idle work ~$BASELINE_IDLE of it: ${BASELINE_TOOK} s of requests)"
 awk -v s="$SERVICE" -v b="$BASELINE" 'BEGIN {printf "  ratio           %.2fx\n", s / b}'

@@ -44,16 +44,19 @@ FROM (
 -- call, to drop the filters it was not given), and the total is the user's row of
 -- task_counts, which the database keeps (sql/schema/*/005_task_counts.sql): nothing is counted.
 -- Both lists answer the user's feed position too, read in the same statement as the page:
--- the list's ETag (sql/schema/*/008_change_feed.sql).
-SELECT COALESCE({task_list}, '[]') AS body,
-       COALESCE((SELECT tasks FROM task_counts WHERE user_id = :user_id), 0) AS total,
-       COALESCE((SELECT position FROM task_counts WHERE user_id = :user_id), 0) AS position
+-- the list's ETag (sql/schema/*/008_change_feed.sql). Here the total and the position come
+-- from one read of the user's row (no row: a user with no task yet, or no such user).
+SELECT page.body, COALESCE(counts.tasks, 0) AS total, COALESCE(counts.position, 0) AS position
 FROM (
-    SELECT * FROM tasks
-    WHERE user_id = :user_id
-    ORDER BY {order}
-    LIMIT :limit OFFSET :offset
-) AS tasks
+    SELECT COALESCE({task_list}, '[]') AS body
+    FROM (
+        SELECT * FROM tasks
+        WHERE user_id = :user_id
+        ORDER BY {order}
+        LIMIT :limit OFFSET :offset
+    ) AS tasks
+) AS page
+LEFT JOIN task_counts AS counts ON counts.user_id = :user_id
 
 -- name: insert_task :one
 -- Inserts nothing, and returns no row, when the owner does not exist, or when the owner
