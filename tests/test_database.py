@@ -323,10 +323,9 @@ def outage(issuer, tmp_path_factory):
             record.log = service.log()
             yield record
             # With no request in flight a service exits within a second of SIGTERM. After these
-            # outages it may not: pool connections that died under traffic can stay checked out
-            # (a fault of the service's pool handling, not of this test), and closing the pool
-            # waits for them forever. Stop it here, quickly, rather than in running_service's
-            # 30 s, and say so in the run's warnings.
+            # outages a pool connection that died under traffic can stay checked out, and the
+            # pool's close would wait for it forever: the service gives that close 3 s. Stop it
+            # here, and say so in the run's warnings if it took longer than that.
             if not stopped_within(service, IDLE_STOP_SECONDS):
                 warnings.warn(f"the service did not stop within {IDLE_STOP_SECONDS} s of SIGTERM after the outages: killed", stacklevel=1)
 
