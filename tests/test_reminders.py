@@ -441,33 +441,50 @@ def test_two_replicas_deliver_each_of_twenty_reminders_due_at_once_exactly_once(
     assert events.events.empty()
 
 
-def test_a_reminder_due_while_no_replica_ran_fires_late_at_the_next_start(shared_database, replica, issuer, receiver, tmp_path):
-    title = unique_title()
-    env = hooked_environment(shared_database, issuer, receiver)
-    with running_service(env, tmp_path / "stopped.log") as stopped:
-        user = link(stopped, issuer, str(uuid.uuid4()), "erin@example.com")
-        at = ahead(2)
-        task = made(stopped, user, title=title, reminders=[{"at": at_text(at)}])
-    time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + WITHIN + 1)
+class MadeBeforeAStop(NamedTuple):
+    database_url: str
+    user: object
+    title: str
+    at: datetime  # its reminder's time
+    task: dict
+
+
+@pytest.fixture(scope="module")
+def made_before_a_stop(backend, issuer, receiver, tmp_path_factory) -> dict[str, MadeBeforeAStop]:
+    """For each of the two tests below, a database of its own where a service made a task with
+    a reminder a second or two ahead, then stopped before it fell due. Both are made when the
+    first of those tests runs, so that their waits for the reminders to be past pass together."""
+    if backend != "postgresql":
+        pytest.skip("replicas share a PostgreSQL database; a SQLite file has one process")
+    made_up = {}
+    with ExitStack() as databases:
+        for email, seconds in (("erin@example.com", 2), ("frank@example.com", 1)):
+            directory = tmp_path_factory.mktemp("stopped")
+            database_url = databases.enter_context(database_for("postgresql", directory))
+            with running_service(hooked_environment(database_url, issuer, receiver), directory / "stopped.log") as stopped:
+                user = link(stopped, issuer, str(uuid.uuid4()), email)
+                title, at = unique_title(), ahead(seconds)
+                made_up[email] = MadeBeforeAStop(database_url, user, title, at, made(stopped, user, title=title, reminders=[{"at": at_text(at)}]))
+        yield made_up
+
+
+def test_a_reminder_due_while_no_replica_ran_fires_late_at_the_next_start(made_before_a_stop, replica, receiver):
+    database_url, user, title, at, task = made_before_a_stop["erin@example.com"]
+    time.sleep(max(0.0, (at + timedelta(seconds=WITHIN + 1) - datetime.now(UTC)).total_seconds()))  # a second past its 5 s
     assert receiver.about(title) == []
     started = datetime.now(UTC)
-    replica(shared_database)
+    replica(database_url)
     posts = receiver.wait([title], 1, until=datetime.now(UTC) + timedelta(seconds=WITHIN))
     assert len(posts) == 1, "no POST came after the start"
     assert posts[0].verified and posts[0].received >= started
     assert json.loads(posts[0].body)["data"] == {"user_id": user.id, "task": task, "at": at_text(at), "late": True}
 
 
-def test_a_reminder_later_than_reminder_late_seconds_is_dropped_and_logged_never_delivered(shared_database, replica, issuer, receiver, tmp_path):
-    title = unique_title()
-    env = hooked_environment(shared_database, issuer, receiver)
-    with running_service(env, tmp_path / "stopped.log") as stopped:
-        user = link(stopped, issuer, str(uuid.uuid4()), "frank@example.com")
-        at = ahead(1)
-        task = made(stopped, user, title=title, reminders=[{"at": at_text(at)}])
+def test_a_reminder_later_than_reminder_late_seconds_is_dropped_and_logged_never_delivered(made_before_a_stop, replica, receiver):
+    database_url, _, title, at, task = made_before_a_stop["frank@example.com"]
     # Later than REMINDER_LATE_SECONDS and than the 5 s within which a reminder is on time.
-    time.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + WITHIN + 1)
-    restarted = replica(shared_database, REMINDER_LATE_SECONDS="1")
+    time.sleep(max(0.0, (at + timedelta(seconds=WITHIN + 1) - datetime.now(UTC)).total_seconds()))  # a second past its 5 s
+    restarted = replica(database_url, REMINDER_LATE_SECONDS="1")
     deadline = time.monotonic() + WITHIN
     while "reminder dropped" not in restarted.log() and time.monotonic() < deadline:
         time.sleep(0.1)
