@@ -391,6 +391,19 @@ def test_every_reminder_of_a_task_is_posted_with_an_id_of_its_own(receiver, webh
     assert len({post.headers["webhook-id"] for post in posts}) == 2
 
 
+def five_at_once(at: datetime) -> dict:
+    return {"reminders": [{"at": at_text(at + timedelta(microseconds=n))} for n in range(5)]}
+
+
+def test_a_burst_of_500_reminders_is_posted_each_within_5_seconds_of_its_time(hooked, receiver):
+    burst = [planned(hooked, receiver, 3, 0, five_at_once) for _ in range(100)]  # due within the second or two it takes to make them
+    due = {task.title: task.at for task in burst}
+    posts = receiver.wait(list(due), 500, until=max(due.values()) + timedelta(seconds=WITHIN + 2))
+    assert len(posts) == 500
+    assert all(post.verified for post in posts)
+    assert all(due[post.title] <= post.received <= due[post.title] + timedelta(seconds=WITHIN) for post in posts)
+
+
 # ---------------------------------------------------------------------------------------
 # PostgreSQL: several replicas on one database, and restarts
 # ---------------------------------------------------------------------------------------
