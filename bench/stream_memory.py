@@ -36,7 +36,10 @@ for _ in range(count):
 for stream in held:
     seen = b""
     while b"event: ready" not in seen:
-        seen += stream.recv(4096)
+        received = stream.recv(4096)
+        if not received:
+            sys.exit(f"a stream was refused or closed: {seen[:200]!r}")
+        seen += received
 print("open", flush=True)
 sys.stdin.read()
 """
