@@ -2187,6 +2187,7 @@ async def next_occurrence(user_id: int, task_id: int):
 
 
 LATE_SECONDS = 5  # a reminder fired later than this after its time says so
+REMINDER_BATCH = 500  # reminders claimed in one statement; the claims go on while batches come back full
 
 
 def is_late(reminder) -> bool:
@@ -2234,19 +2235,20 @@ async def fire_due_reminders() -> None:
     webhook = bool(REMINDER_WEBHOOK_URL)
     while True:
         now = utc_now()
-        fired = await run("claim_due_reminders", now=now, webhook=webhook, first_attempt_at=now if webhook else None)
+        fired = await run("claim_due_reminders", now=now, webhook=webhook, first_attempt_at=now if webhook else None, batch=REMINDER_BATCH)
         notices = [(row["user_id"], row["task_id"], row["fire_at"], is_late(row)) for row in fired]
         if not IS_POSTGRES:
             deliver_reminders(notices)
         elif notices:  # a hundred to a notification: under its 8,000 bytes, and few for every listener to read
             notices_text = [f"{user} {task} {at} {int(late)}" for user, task, at, late in notices]
             await run("notify_reminders", payloads=["r " + ";".join(batch) for batch in itertools.batched(notices_text, 100)])
-        if len(fired) < 500:
+        if len(fired) < REMINDER_BATCH:
             return
 
 
 webhook_client = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
 WEBHOOK_LEASE_SECONDS = 30  # longer than an attempt can take
+WEBHOOK_BATCH = 50  # attempts claimed, and POSTed at once, in one turn
 
 
 def webhook_body(reminder) -> str:
@@ -2283,13 +2285,13 @@ async def deliver_webhook(signer: standardwebhooks.Webhook, reminder) -> None:
 
 
 async def deliver_webhooks() -> None:
-    """Every webhook attempt that is due, fifty at a time (a burst of reminders is not held to
-    fifty a second)."""
+    """Every webhook attempt that is due, WEBHOOK_BATCH at a time (a burst of reminders is not
+    held to one batch a second)."""
     signer = standardwebhooks.Webhook(REMINDER_WEBHOOK_SECRET)
     while True:
-        due = await run("claim_deliveries", now=utc_now(), lease_until=utc_now(seconds_ago=-WEBHOOK_LEASE_SECONDS))
+        due = await run("claim_deliveries", now=utc_now(), lease_until=utc_now(seconds_ago=-WEBHOOK_LEASE_SECONDS), batch=WEBHOOK_BATCH)
         await asyncio.gather(*(deliver_webhook(signer, reminder) for reminder in due))
-        if len(due) < 50:
+        if len(due) < WEBHOOK_BATCH:
             return
 
 

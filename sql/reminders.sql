@@ -19,7 +19,7 @@ WHERE id IN (
     SELECT id FROM reminders
     WHERE fired_at IS NULL AND fire_at <= :now
     ORDER BY fire_at
-    LIMIT 500
+    LIMIT :batch
     {skip_locked}
 )
 RETURNING id, user_id, task_id, fire_at, fired_at
@@ -39,7 +39,7 @@ WHERE id IN (
     SELECT id FROM reminders
     WHERE next_attempt_at <= :now
     ORDER BY next_attempt_at
-    LIMIT 50
+    LIMIT :batch
     {skip_locked}
 )
 RETURNING id, user_id, fire_at, fired_at, task_body, attempts
